@@ -1,0 +1,5 @@
+import sys
+
+from streamproxy.cli import main
+
+sys.exit(main())

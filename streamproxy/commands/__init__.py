@@ -1,0 +1,1 @@
+"""Subcommands of the ``streamproxy`` command line, one module each."""
