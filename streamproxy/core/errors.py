@@ -7,7 +7,7 @@ malformed bytes, chunks or arguments::
       ProtocolError            the upstream broke the SSE or chunk rules            502
         LimitExceededError     one event, text or stream is larger than a limit     502
       IncompleteStreamError    EOF inside an event or before the stream's end mark  502
-      UpstreamError            transport failure, timeout or a non-2xx status       502 (or upstream's)
+      UpstreamError            transport failure, timeout or non-2xx status   502 or the upstream's
       ToolError                a tool raised, timed out or returned too much        500
       CassetteError            a cassette is malformed or nothing in it matches     500
 

@@ -1,0 +1,212 @@
+"""``ChatStream``: the core's one entry point, driven like h2's connection.
+
+Feed it bytes as they come off the socket (any split: one byte at a time, inside a UTF-8
+character, between ``\\r`` and ``\\n``) with ``receive_data``, or chunks another client already
+parsed with ``receive_chunk``; each call returns the events it completed (``[]`` means "need
+more"). ``receive_eof`` ends the stream and always returns ``StreamEnded`` last. The caller owns
+all I/O; nothing here reads a socket or a file.
+
+Errors: malformed input raises ``ProtocolError`` (``LimitExceededError`` past a limit) and puts
+the stream in its ``ERROR`` state: later ``receive_data``/``receive_chunk`` calls raise again,
+and ``receive_eof`` still returns the closing events (open calls invalid,
+``StreamEnded(is_clean=False)``).
+Everything assembled before the error stays readable through ``completion()`` and ``message()``.
+
+The dialect is detected from the first payload when not given: an Anthropic event type (or an
+``event:`` name that is one) means ``anthropic-messages``; anything else ``openai-chat``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from streamproxy.core.anthropic import EVENT_TYPES, AnthropicReader
+from streamproxy.core.assembler import Assembler, StreamInput, StreamState
+from streamproxy.core.errors import ProtocolError
+from streamproxy.core.events import Dialect, Event, StreamWarning
+from streamproxy.core.limits import Limits
+from streamproxy.core.openai_chat import read_chunk
+from streamproxy.core.result import build_completion, build_message
+from streamproxy.core.schema import SchemaSource, ToolSchemas
+from streamproxy.core.sse import SSEDecoder, SSEMessage
+
+DONE_MARK = "[DONE]"
+
+
+class ChatStream:
+    """Assembles one streamed chat completion into events and a final ``chat.completion``."""
+
+    def __init__(
+        self,
+        *,
+        dialect: Dialect | None = None,
+        tools: ToolSchemas | Mapping[str, SchemaSource] | None = None,
+        previews: bool = True,
+        limits: Limits | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
+        self.limits = limits or Limits()
+        if tools is not None and not isinstance(tools, ToolSchemas):
+            tools = ToolSchemas(tools)
+        self._assembler = Assembler(
+            tools=tools, previews=previews, limits=self.limits, max_tokens=max_tokens
+        )
+        self._decoder = SSEDecoder(max_event_size=self.limits.max_event_size)
+        self.dialect: Dialect | None = dialect
+        self._anthropic: AnthropicReader | None = None
+
+    # ----------------------------------------------------------------- input
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed raw SSE bytes; return the events they completed."""
+        self._check_open()
+        try:
+            for message in self._decoder.feed(data):
+                self._receive_message(message)
+        except ProtocolError as error:
+            self._assembler.break_stream(str(error))
+            raise
+        return self._drain()
+
+    def receive_chunk(self, chunk: Mapping[str, Any], *, event: str = "") -> list[Event]:
+        """Feed one already-parsed payload (``event`` is its SSE event name, if any)."""
+        self._check_open()
+        try:
+            self._receive_payload(dict(chunk), event)
+        except ProtocolError as error:
+            self._assembler.break_stream(str(error))
+            raise
+        return self._drain()
+
+    def receive_done(self) -> list[Event]:
+        """The end mark arrived by other means (a client that already consumed ``[DONE]``)."""
+        self._check_open()
+        self._assembler.end_mark()
+        return self._drain()
+
+    def receive_eof(self) -> list[Event]:
+        """End of input: flush, seal or invalidate open calls, and end with ``StreamEnded``."""
+        assembler = self._assembler
+        if assembler.state is StreamState.CLOSED:
+            return []
+        is_truncated = False
+        if assembler.state is not StreamState.ERROR:
+            try:
+                messages, is_truncated = self._decoder.close()
+                for message in messages:
+                    self._receive_message(message)
+            except ProtocolError as error:
+                assembler.break_stream(str(error))
+        assembler.end(is_truncated=is_truncated)
+        return self._drain()
+
+    # ----------------------------------------------------------------- output
+
+    @property
+    def is_ended(self) -> bool:
+        """Whether ``StreamEnded`` was emitted."""
+        return self._assembler.state is StreamState.CLOSED
+
+    @property
+    def state(self) -> StreamState:
+        """The stream's state (see ``assembler.py``)."""
+        return self._assembler.state
+
+    @property
+    def usage(self) -> dict[str, object] | None:
+        """The last usage the upstream reported."""
+        return self._assembler.last_usage
+
+    @property
+    def errors(self) -> list[dict[str, object]]:
+        """In-band error payloads received so far."""
+        return list(self._assembler.errors)
+
+    def completion(self) -> dict[str, object]:
+        """The ``chat.completion`` object the non-streaming API would have returned."""
+        return build_completion(self._assembler)
+
+    def message(self, choice: int = 0) -> dict[str, object]:
+        """The assistant message of ``choice``, ready to append to ``messages`` as is."""
+        state = self._assembler.choices.get(choice)
+        if state is None:
+            return {"role": "assistant", "content": None}
+        return build_message(state)
+
+    # ----------------------------------------------------------------- internals
+
+    def _check_open(self) -> None:
+        state = self._assembler.state
+        if state is StreamState.ERROR:
+            raise ProtocolError(
+                "the stream is broken: " + (self._assembler.broken_reason or "protocol error")
+            )
+        if state is StreamState.CLOSED:
+            raise ProtocolError("the stream has ended")
+
+    def _drain(self) -> list[Event]:
+        events = self._assembler.events
+        self._assembler.events = []
+        return events
+
+    def _receive_message(self, message: SSEMessage) -> None:
+        data = message.data
+        if data == DONE_MARK:
+            self._assembler.end_mark()
+            return
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise ProtocolError(f"an SSE event's data is not JSON: {data[:80]!r}") from None
+        if not isinstance(payload, dict):
+            raise ProtocolError(f"an SSE event's data is not a JSON object: {data[:80]!r}")
+        self._receive_payload(payload, message.event)
+
+    def _receive_payload(self, payload: dict[str, Any], event: str) -> None:
+        assembler = self._assembler
+        if assembler.state is StreamState.ENDED_MARK:
+            if payload.get("type") != "message_stop":
+                assembler.events.append(_late_payload_warning(payload))
+            return
+        assembler.move(StreamInput.PAYLOAD)
+        if event == "error" or (payload.get("type") == "error" and "choices" not in payload):
+            assembler.error(payload if "error" in payload else {"error": payload})
+            return
+        if self.dialect is None:
+            self.dialect = _detect_dialect(payload, event)
+        if self.dialect == "anthropic-messages":
+            if self._anthropic is None:
+                self._anthropic = AnthropicReader(assembler)
+            self._anthropic.read(payload)
+        else:
+            read_chunk(assembler, payload)
+
+
+def _detect_dialect(payload: Mapping[str, Any], event: str) -> Dialect:
+    if event in EVENT_TYPES or payload.get("type") in EVENT_TYPES:
+        return "anthropic-messages"
+    return "openai-chat"
+
+
+def _late_payload_warning(payload: Mapping[str, Any]) -> Event:
+    return StreamWarning(
+        kind="payload_after_end",
+        detail="a payload arrived after the end mark and was ignored: "
+        + orjson.dumps(payload).decode()[:200],
+    )
+
+
+def assemble(
+    data: bytes | Iterable[bytes], **options: Any
+) -> tuple[list[Event], dict[str, object]]:
+    """Assemble a whole body (or its pieces) at once: ``(events, completion)``."""
+    stream = ChatStream(**options)
+    events: list[Event] = []
+    pieces = [data] if isinstance(data, bytes) else data
+    for piece in pieces:
+        events.extend(stream.receive_data(piece))
+    events.extend(stream.receive_eof())
+    return events, stream.completion()
