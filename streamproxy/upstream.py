@@ -1,0 +1,242 @@
+"""The upstream adapter: POST ``URL/chat/completions`` with httpx and hand back the raw bytes.
+
+``Upstream.open_chat`` returns only once the upstream answered 2xx; before that it retries
+429, 500 and 503 answers and connection failures with exponential backoff, honouring
+``Retry-After`` up to a ceiling. Every failure becomes an ``UpstreamError`` carrying the
+upstream's status and error body (with the API key scrubbed out). Once bytes flow, nothing is
+retried: ``UpstreamResponse.aiter_bytes`` maps transport failures to ``UpstreamError`` and the
+caller decides what the client sees.
+
+Any ``httpx.AsyncBaseTransport`` can be injected (a cassette replay, ``httpx.MockTransport``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from streamproxy.core.errors import UpstreamError
+
+__all__ = ["RetryPolicy", "Upstream", "UpstreamResponse", "is_deepseek_url"]
+
+# Statuses worth a second try: rate limited, and the two "try again" server errors.
+RETRY_STATUSES = frozenset({429, 500, 503})
+# An error body is read for its message only; a larger one is cut.
+_MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How often and how long to retry before the first byte."""
+
+    retries: int = 2
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 30.0
+    """A ``Retry-After`` longer than this is not waited for: the error goes to the client."""
+
+    def delay(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before retry number ``attempt`` (1-based); None: do not retry."""
+        if attempt > self.retries:
+            return None
+        if retry_after is not None:
+            return retry_after if retry_after <= self.max_retry_after else None
+        backoff: float = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        return backoff * (0.5 + random.random() / 2)
+
+
+def is_deepseek_url(url: str) -> bool:
+    """True when ``url`` points at DeepSeek's own API."""
+    host = urlsplit(url).hostname or ""
+    return host == "api.deepseek.com" or host.endswith(".deepseek.com")
+
+
+class UpstreamResponse:
+    """An open 2xx streaming response; close it (or use ``async with``) when done."""
+
+    def __init__(self, response: httpx.Response, *, secret: str | None) -> None:
+        self._response = response
+        self._secret = secret
+        self.status_code = response.status_code
+        self.headers = response.headers
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives (content-encoding undone, no re-chunking)."""
+        try:
+            async for chunk in self._response.aiter_bytes():
+                yield chunk
+        except httpx.TimeoutException:
+            raise UpstreamError("the upstream stopped sending (read timeout)", status=504) from None
+        except httpx.TransportError as error:
+            message = _scrub(f"the upstream connection failed: {error!r}", self._secret)
+            raise UpstreamError(message, status=502) from None
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+    async def __aenter__(self) -> UpstreamResponse:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class Upstream:
+    """One upstream base URL with its key, connection pool and retry policy."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 600.0,
+        connect_timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.is_deepseek = is_deepseek_url(self.base_url)
+        self._api_key = api_key
+        self.retry = retry or RetryPolicy()
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        )
+
+    def chat_url(self, *, is_strict: bool = False) -> str:
+        """``URL/chat/completions``; strict tools on DeepSeek go to its ``/beta`` base URL."""
+        base = self.base_url
+        if is_strict and self.is_deepseek and not base.endswith("/beta"):
+            base = base.removesuffix("/v1") + "/beta"
+        return f"{base}/chat/completions"
+
+    async def open_chat(
+        self, body: Mapping[str, object], *, is_strict: bool = False
+    ) -> UpstreamResponse:
+        """POST the chat request and return the open 2xx response, retrying before any byte.
+
+        Raises:
+            UpstreamError: every attempt failed; ``status`` is the upstream's (or 502/504).
+        """
+        content = orjson.dumps(body)
+        url = self.chat_url(is_strict=is_strict)
+        attempt = 0
+        while True:
+            attempt += 1
+            request = self._client.build_request(
+                "POST",
+                url,
+                content=content,
+                headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+            )
+            error: UpstreamError
+            retry_after: float | None = None
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.TimeoutException:
+                error = UpstreamError("the upstream did not answer in time", status=504)
+            except httpx.TransportError as failure:
+                message = _scrub(f"cannot reach the upstream: {failure!r}", self._api_key)
+                error = UpstreamError(message, status=502)
+            else:
+                if response.is_success:
+                    return UpstreamResponse(response, secret=self._api_key)
+                error = await self._status_error(response)
+                retry_after = _retry_after(response.headers)
+                if response.status_code not in RETRY_STATUSES:
+                    raise error
+            delay = self.retry.delay(attempt, retry_after)
+            if delay is None:
+                raise error
+            await asyncio.sleep(delay)
+
+    async def list_models(self) -> dict[str, object]:
+        """``GET URL/models`` as JSON.
+
+        Raises:
+            UpstreamError: the upstream failed or answered with something that is not JSON.
+        """
+        try:
+            response = await self._client.get(f"{self.base_url}/models")
+        except httpx.TransportError as failure:
+            message = _scrub(f"cannot reach the upstream: {failure!r}", self._api_key)
+            raise UpstreamError(message, status=502) from None
+        if not response.is_success:
+            raise await self._status_error(response)
+        try:
+            value = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("the upstream's model list is not JSON", status=502) from None
+        if not isinstance(value, dict):
+            raise UpstreamError("the upstream's model list is not an object", status=502)
+        return value
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _status_error(self, response: httpx.Response) -> UpstreamError:
+        """Read (a bounded part of) an error response and turn it into an ``UpstreamError``."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= _MAX_ERROR_BODY:
+                    break
+        except httpx.TransportError:
+            pass
+        finally:
+            await response.aclose()
+        raw = _scrub(b"".join(chunks)[:_MAX_ERROR_BODY].decode(errors="replace"), self._api_key)
+        body: object = raw
+        message = raw.strip() or response.reason_phrase or "no message"
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            error = body.get("error") if isinstance(body, dict) else None
+            if isinstance(error, dict) and isinstance(error.get("message"), str):
+                message = error["message"]
+            elif isinstance(error, str):
+                message = error
+        return UpstreamError(
+            f"upstream answered {response.status_code}: {message}",
+            status=response.status_code,
+            body=body,
+        )
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date), or None."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` replaced (keys must never leave)."""
+    if secret and len(secret) >= 4:
+        return text.replace(secret, "[redacted]")
+    return text
