@@ -1,0 +1,204 @@
+"""Seeded, reproducible faults applied to a recorded body on replay.
+
+:func:`plan_delivery` turns a response's chunks into the :class:`Delivery` a transport or the
+replay server sends: pieces of bytes, each with the time it is due. Faults are applied in this
+order, every byte offset counting bytes of the body *as recorded*:
+
+1. ``cut_at=N``: the body ends cleanly after N bytes (EOF mid-event or mid-tool-call).
+2. ``drop_at=N``: N bytes are sent, then the connection is dropped (a transport error).
+3. ``error_after=E``: after E SSE events (or all of them, if fewer) an in-band error frame
+   ``data: {"error": {...}}`` is sent and the body ends there (no ``[DONE]``).
+4. ``stall_at=N`` with ``stall_seconds``: the bytes before N arrive, then nothing for that long.
+5. ``keepalive=P``: before each SSE event, with probability P, a ``: keep-alive`` comment.
+6. ``resplit=K``: the body is cut again at random byte boundaries into pieces of 1..K bytes
+   (original chunk boundaries are forgotten).
+7. ``coalesce=K``: runs of 1..K consecutive pieces are merged into one.
+
+All randomness comes from ``random.Random(seed)``, created afresh for each response, so the same
+seed gives the same delivery every time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from streamproxy.cassette.format import Chunk
+
+KEEPALIVE_COMMENT = b": keep-alive\n\n"
+DEFAULT_ERROR_MESSAGE = "injected fault: upstream error in the middle of the stream"
+
+# A blank line ends an SSE event (WHATWG "event stream interpretation": CRLF, LF or CR).
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Faults:
+    """What to break on replay (every field off by default). See the module docstring."""
+
+    seed: int = 0
+    cut_at: int | None = None
+    drop_at: int | None = None
+    error_after: int | None = None
+    error_message: str = DEFAULT_ERROR_MESSAGE
+    stall_at: int | None = None
+    stall_seconds: float = 0.0
+    keepalive: float = 0.0
+    resplit: int | None = None
+    coalesce: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("cut_at", "drop_at", "error_after", "stall_at"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, not {value}")
+        for name in ("resplit", "coalesce"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, not {value}")
+        if not 0.0 <= self.keepalive <= 1.0:
+            raise ValueError(f"keepalive is a probability in [0, 1], not {self.keepalive}")
+        if self.stall_seconds < 0:
+            raise ValueError(f"stall_seconds must be >= 0, not {self.stall_seconds}")
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Bytes due ``recorded_ms`` (scaled by the timing) plus ``extra_ms`` (a stall) after start."""
+
+    recorded_ms: float
+    extra_ms: float
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What to send: the pieces in order, then a dropped connection if ``is_dropped``."""
+
+    pieces: list[Piece]
+    is_dropped: bool = False
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(piece.data for piece in self.pieces)
+
+
+def error_frame(message: str) -> bytes:
+    """The in-band error event an OpenAI-compatible upstream sends inside a 200 stream."""
+    error = {"error": {"message": message, "type": "server_error", "code": "injected_fault"}}
+    return b"data: " + orjson.dumps(error) + b"\n\n"
+
+
+def plan_delivery(chunks: Sequence[Chunk], faults: Faults | None = None) -> Delivery:
+    """The pieces to send for ``chunks`` with ``faults`` applied (see the module docstring)."""
+    pieces = [Piece(chunk.offset_ms, 0.0, chunk.data) for chunk in chunks if chunk.data]
+    if faults is None:
+        return Delivery(pieces)
+    rng = random.Random(faults.seed)
+    is_dropped = False
+    if faults.cut_at is not None:
+        pieces, _ = _split_at(pieces, faults.cut_at)
+    if faults.drop_at is not None:
+        pieces, rest = _split_at(pieces, faults.drop_at)
+        is_dropped = True
+    if faults.error_after is not None:
+        ends = _event_ends(pieces)
+        count = min(faults.error_after, len(ends))
+        pieces, rest = _split_at(pieces, ends[count - 1] if count else 0)
+        due = rest[0] if rest else (pieces[-1] if pieces else Piece(0.0, 0.0, b""))
+        pieces.append(Piece(due.recorded_ms, due.extra_ms, error_frame(faults.error_message)))
+    if faults.stall_at is not None and faults.stall_seconds > 0:
+        before, after = _split_at(pieces, faults.stall_at)
+        stall_ms = faults.stall_seconds * 1000
+        pieces = before + [Piece(p.recorded_ms, p.extra_ms + stall_ms, p.data) for p in after]
+    if faults.keepalive > 0:
+        pieces = _insert_keepalives(pieces, faults.keepalive, rng)
+    if faults.resplit is not None:
+        pieces = _resplit(pieces, faults.resplit, rng)
+    if faults.coalesce is not None:
+        pieces = _coalesce(pieces, faults.coalesce, rng)
+    return Delivery(pieces, is_dropped=is_dropped)
+
+
+def _split_at(pieces: list[Piece], offset: int) -> tuple[list[Piece], list[Piece]]:
+    """The pieces holding the first ``offset`` bytes, and the rest (a piece may be cut in two)."""
+    position = 0
+    for index, piece in enumerate(pieces):
+        end = position + len(piece.data)
+        if end > offset:
+            cut = offset - position
+            head = Piece(piece.recorded_ms, piece.extra_ms, piece.data[:cut])
+            tail = Piece(piece.recorded_ms, piece.extra_ms, piece.data[cut:])
+            before = [*pieces[:index], head] if cut else pieces[:index]
+            return before, [tail, *pieces[index + 1 :]]
+        position = end
+    return list(pieces), []
+
+
+def _event_ends(pieces: list[Piece]) -> list[int]:
+    """Byte offsets just after each SSE event's closing blank line."""
+    body = b"".join(piece.data for piece in pieces)
+    return [match.end() for match in _EVENT_END.finditer(body)]
+
+
+def _insert_keepalives(pieces: list[Piece], probability: float, rng: random.Random) -> list[Piece]:
+    starts = [0, *_event_ends(pieces)]
+    body_size = sum(len(piece.data) for piece in pieces)
+    result: list[Piece] = []
+    rest = pieces
+    consumed = 0
+    for start in starts:
+        if start >= body_size or rng.random() >= probability:
+            continue
+        before, rest = _split_at(rest, start - consumed)
+        consumed = start
+        result.extend(before)
+        due = rest[0]
+        result.append(Piece(due.recorded_ms, due.extra_ms, KEEPALIVE_COMMENT))
+    result.extend(rest)
+    return result
+
+
+def _resplit(pieces: list[Piece], largest: int, rng: random.Random) -> list[Piece]:
+    """Cut into 1..largest-byte pieces, each due when its last byte was; stalls stay put."""
+    result: list[Piece] = []
+    for group in _groups_by_extra(pieces):
+        body = b"".join(piece.data for piece in group)
+        piece_ends = list(itertools.accumulate(len(piece.data) for piece in group))
+        position = 0
+        while position < len(body):
+            size = rng.randint(1, largest)
+            end = min(position + size, len(body))
+            owner = group[bisect.bisect_left(piece_ends, end)]
+            result.append(Piece(owner.recorded_ms, owner.extra_ms, body[position:end]))
+            position = end
+    return result
+
+
+def _coalesce(pieces: list[Piece], largest: int, rng: random.Random) -> list[Piece]:
+    """Merge runs of 1..largest pieces, each due when its last piece was; stalls stay put."""
+    result: list[Piece] = []
+    for group in _groups_by_extra(pieces):
+        index = 0
+        while index < len(group):
+            run = group[index : index + rng.randint(1, largest)]
+            last = run[-1]
+            result.append(Piece(last.recorded_ms, last.extra_ms, b"".join(p.data for p in run)))
+            index += len(run)
+    return result
+
+
+def _groups_by_extra(pieces: list[Piece]) -> list[list[Piece]]:
+    groups: list[list[Piece]] = []
+    for piece in pieces:
+        if groups and groups[-1][-1].extra_ms == piece.extra_ms:
+            groups[-1].append(piece)
+        else:
+            groups.append([piece])
+    return groups

@@ -1,0 +1,275 @@
+"""Read cassettes, and turn other people's recordings into cassettes.
+
+:func:`read_cassette` accepts, by content (the name only breaks ties):
+
+- a streamproxy cassette (``*.cassette.json``);
+- a raw SSE body (``*.sse``): one interaction with no request, so it answers any request. When a
+  ``<stem>.json`` metadata file sits beside it (the layout of ``../shared/recordings``), its
+  ``request``, ``endpoint``, ``response_status`` and ``response_content_type`` are used;
+- a VCR YAML cassette, as written by vcrpy / pytest-recording (``interactions:``) or Ruby's VCR
+  (``http_interactions:``). Headers are redacted again on the way in; gzip/deflate bodies are
+  decompressed (and ``content-encoding`` dropped) so the cassette stays readable;
+- a fixture of one JSON chunk per line (vercel/ai's ``*.chunks.txt``): each line becomes a
+  ``data:`` event (``event: <type>`` added for Anthropic events) and an OpenAI-style stream gets
+  ``data: [DONE]``;
+- a directory: every ``*.cassette.json``, ``*.sse``, ``*.yaml``/``*.yml`` and ``*.jsonl``/
+  ``*.chunks.txt`` in it, in name order, merged into one cassette.
+
+Sources that kept only the whole body lose the chunk boundaries: the body is cut after each SSE
+event, every chunk at offset 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import orjson
+
+from streamproxy.cassette.format import (
+    FORMAT_KEY,
+    Cassette,
+    Chunk,
+    Interaction,
+    RecordedRequest,
+    RecordedResponse,
+    loads,
+)
+from streamproxy.cassette.http import recorded_request
+from streamproxy.cassette.redact import redact_headers, scrub_bytes
+from streamproxy.core.errors import CassetteError
+
+SourceFormat = Literal["cassette", "sse", "vcr", "json-lines"]
+
+DIRECTORY_PATTERNS = ("*.cassette.json", "*.sse", "*.yaml", "*.yml", "*.jsonl", "*.chunks.txt")
+
+_EVENT_END = re.compile(rb"(?<=\r\n\r\n)|(?<=\n\n)|(?<=\r\r)(?!\n)")
+
+# Anthropic Messages event types, to frame a JSON-lines fixture with its `event:` names.
+_ANTHROPIC_TYPES = frozenset(
+    {
+        "message_start",
+        "message_delta",
+        "message_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "ping",
+        "error",
+    }
+)
+
+
+def read_cassette(path: str | os.PathLike[str]) -> Cassette:
+    """Read a cassette, a recording in another format, or a directory of them.
+
+    Raises:
+        CassetteError: unreadable, unrecognised or malformed input (the message names the file).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _read_directory(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CassetteError(f"cannot read {path}: {error.strerror}") from None
+    kind = detect_format(data, path.name)
+    if kind == "cassette":
+        return loads(data, name=str(path))
+    if kind == "vcr":
+        return from_vcr_yaml(data, name=str(path))
+    if kind == "json-lines":
+        return from_json_lines(data, source=f"imported from the JSON-lines fixture {path.name}")
+    return _from_sse_file(path, data)
+
+
+def detect_format(data: bytes, name: str = "") -> SourceFormat:
+    """Which importer reads ``data``."""
+    head = data.lstrip()[:4096]
+    if head.startswith(b"{") and FORMAT_KEY.encode() in head[:200]:
+        return "cassette"
+    if re.search(rb"^(http_)?interactions:", data, re.MULTILINE) or name.endswith(
+        (".yaml", ".yml")
+    ):
+        return "vcr"
+    if head.startswith((b"data:", b"event:", b":", b"id:", b"retry:")) or name.endswith(".sse"):
+        return "sse"
+    if head.startswith(b"{"):
+        return "json-lines"
+    raise CassetteError(f"{name or 'input'}: not a cassette, SSE body, VCR YAML or JSON lines")
+
+
+def split_events(body: bytes) -> list[bytes]:
+    """A body cut after each SSE event's blank line (the pieces join back to ``body``)."""
+    return [piece for piece in _EVENT_END.split(body) if piece]
+
+
+def from_sse(
+    body: bytes,
+    *,
+    source: str | None = None,
+    request: RecordedRequest | None = None,
+    status: int = 200,
+    content_type: str = "text/event-stream",
+) -> Cassette:
+    """A one-interaction cassette whose response is ``body``, cut after each event."""
+    chunks = [Chunk(0.0, piece) for piece in split_events(body)]
+    response = RecordedResponse(
+        status=status, headers={"content-type": content_type}, chunks=chunks
+    )
+    return Cassette(interactions=[Interaction(request=request, response=response)], source=source)
+
+
+def from_json_lines(data: bytes, *, source: str | None = None) -> Cassette:
+    """A cassette from a fixture holding one JSON chunk per line (blank lines ignored)."""
+    events: list[bytes] = []
+    is_anthropic = False
+    for number, line in enumerate(data.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            chunk = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise CassetteError(f"line {number} of the JSON-lines fixture is not JSON") from None
+        kind = chunk.get("type") if isinstance(chunk, dict) else None
+        if kind in _ANTHROPIC_TYPES:
+            is_anthropic = True
+            events.append(b"event: " + str(kind).encode() + b"\ndata: " + line + b"\n\n")
+        else:
+            events.append(b"data: " + line + b"\n\n")
+    if not events:
+        raise CassetteError("the JSON-lines fixture has no chunks")
+    if not is_anthropic:
+        events.append(b"data: [DONE]\n\n")
+    return from_sse(b"".join(events), source=source)
+
+
+def from_vcr_yaml(data: bytes | str, *, name: str = "<vcr>") -> Cassette:
+    """A cassette from a VCR YAML file (vcrpy, pytest-recording or Ruby VCR)."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(data)
+    except yaml.YAMLError as error:
+        raise CassetteError(f"{name}: not valid YAML ({error})") from None
+    if not isinstance(document, dict):
+        raise CassetteError(f"{name}: not a VCR cassette")
+    items = document.get("interactions", document.get("http_interactions"))
+    if not isinstance(items, list):
+        raise CassetteError(f"{name}: no 'interactions' list; not a VCR cassette")
+    interactions = []
+    for index, item in enumerate(items):
+        try:
+            interactions.append(_vcr_interaction(item))
+        except (KeyError, TypeError, ValueError, zlib.error) as error:
+            raise CassetteError(f"{name}: interaction {index} is malformed ({error!r})") from None
+    return Cassette(
+        interactions=interactions, source=f"imported from the VCR cassette {Path(name).name}"
+    )
+
+
+def _vcr_interaction(item: dict[str, object]) -> Interaction:
+    request = item["request"]
+    response = item["response"]
+    if not isinstance(request, dict) or not isinstance(response, dict):
+        raise TypeError("request and response must be mappings")
+    secrets: set[str] = set()
+    url = urlsplit(str(request["uri"]))
+    recorded = recorded_request(
+        str(request.get("method", "POST")),
+        url.path or "/",
+        url.query,
+        _vcr_headers(request.get("headers")),
+        _vcr_body(request.get("body")),
+        secrets,
+    )
+    response_headers = _vcr_headers(response.get("headers"))
+    body = _vcr_body(response.get("body"))
+    encoding = next((v for k, v in response_headers if k.lower() == "content-encoding"), "")
+    if encoding.strip().lower() in ("gzip", "deflate") and body:
+        body = zlib.decompress(body, wbits=47)  # 47: detect a gzip or zlib header
+        response_headers = [(k, v) for k, v in response_headers if k.lower() != "content-encoding"]
+    status = response.get("status", {})
+    code = status.get("code", 200) if isinstance(status, dict) else status
+    body = scrub_bytes(body, secrets)
+    chunks = [Chunk(0.0, piece) for piece in split_events(body)]
+    return Interaction(
+        request=recorded,
+        response=RecordedResponse(
+            status=int(str(code)),
+            headers=redact_headers(response_headers, secrets),
+            chunks=chunks,
+        ),
+    )
+
+
+def _vcr_headers(headers: object) -> list[tuple[str, str]]:
+    if not isinstance(headers, dict):
+        return []
+    pairs = []
+    for name, values in headers.items():
+        for value in values if isinstance(values, list) else [values]:
+            pairs.append((str(name), str(value)))
+    return pairs
+
+
+def _vcr_body(body: object) -> bytes:
+    """vcrpy keeps ``body`` as a string/bytes or ``{"string": ...}``; Ruby VCR as a mapping."""
+    if isinstance(body, dict):
+        if "base64_string" in body:
+            import base64
+
+            return base64.b64decode(str(body["base64_string"]))
+        body = body.get("string")
+    if body is None:
+        return b""
+    if isinstance(body, bytes):
+        return body
+    return str(body).encode()
+
+
+def _from_sse_file(path: Path, data: bytes) -> Cassette:
+    metadata_path = path.with_suffix(".json")
+    if not metadata_path.is_file():
+        return from_sse(data, source=f"imported from the raw SSE body {path.name}")
+    try:
+        metadata = orjson.loads(metadata_path.read_bytes())
+    except orjson.JSONDecodeError:
+        raise CassetteError(f"{metadata_path}: metadata beside {path.name} is not JSON") from None
+    request = None
+    if isinstance(metadata.get("request"), dict):
+        endpoint = urlsplit(str(metadata.get("endpoint") or "/chat/completions"))
+        request = recorded_request(
+            "POST",
+            endpoint.path or "/chat/completions",
+            endpoint.query,
+            [("content-type", "application/json")],
+            orjson.dumps(metadata["request"]),
+            set(),
+        )
+    source = (
+        f"{metadata.get('source_repo')}: {metadata.get('source_path')} "
+        f"@ {metadata.get('source_commit')} ({metadata.get('license')}), via {path.name}"
+    )
+    return from_sse(
+        data,
+        source=source,
+        request=request,
+        status=int(metadata.get("response_status") or 200),
+        content_type=str(metadata.get("response_content_type") or "text/event-stream"),
+    )
+
+
+def _read_directory(path: Path) -> Cassette:
+    files = sorted({file for pattern in DIRECTORY_PATTERNS for file in path.glob(pattern)})
+    if not files:
+        raise CassetteError(f"{path}: no cassettes or recordings in this directory")
+    merged = Cassette(source=f"every recording in {path}")
+    for file in files:
+        merged.interactions.extend(read_cassette(file).interactions)
+    return merged

@@ -1,0 +1,183 @@
+"""Record what passes through any httpx transport.
+
+::
+
+    recorder = RecordTransport(httpx.HTTPTransport(), path="tests/cassettes/weather.cassette.json")
+    client = openai.OpenAI(http_client=httpx.Client(transport=recorder))
+    ...  # every finished response is now in recorder.cassette, and saved to path
+
+The wrapper sits below httpx's decoders, so it keeps the body exactly as the socket delivered it:
+each chunk the inner transport yields is stored with its offset in milliseconds since the request
+was sent. An interaction is added when its body has been read to the end or the response closed
+(a body cut short by an error is kept as far as it got, which is itself worth replaying).
+Credentials in headers and the query are redacted, and their values scrubbed from everything
+else, before anything is stored.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+
+from streamproxy.cassette.format import Cassette, Chunk, Interaction, RecordedResponse, dump
+from streamproxy.cassette.http import recorded_request
+from streamproxy.cassette.redact import redact_headers, scrub_bytes
+
+
+class RecordTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """Wraps an ``httpx.BaseTransport`` or ``httpx.AsyncBaseTransport`` and records through it.
+
+    Args:
+        inner: the transport that really sends requests.
+        cassette: the cassette to append to (a new one by default).
+        path: when given, the cassette is written there after every finished interaction.
+        source: the provenance line of a new cassette.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.BaseTransport | httpx.AsyncBaseTransport,
+        *,
+        cassette: Cassette | None = None,
+        path: str | os.PathLike[str] | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.inner = inner
+        self.cassette = cassette if cassette is not None else Cassette(source=source)
+        self.path = Path(path) if path is not None else None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(self.inner, httpx.BaseTransport):
+            raise TypeError("RecordTransport wraps an async transport; use an httpx.AsyncClient")
+        started = time.monotonic()
+        content = request.read()
+        response = self.inner.handle_request(request)
+        entry = _Entry(self, request, content, response, started)
+        if not isinstance(response.stream, httpx.SyncByteStream):
+            raise TypeError("the inner transport returned a response without a sync stream")
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_RecordingSyncStream(response.stream, entry),
+            request=request,
+            extensions=response.extensions,
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(self.inner, httpx.AsyncBaseTransport):
+            raise TypeError("RecordTransport wraps a sync transport; use an httpx.Client")
+        started = time.monotonic()
+        content = await request.aread()
+        response = await self.inner.handle_async_request(request)
+        entry = _Entry(self, request, content, response, started)
+        if not isinstance(response.stream, httpx.AsyncByteStream):
+            raise TypeError("the inner transport returned a response without an async stream")
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_RecordingAsyncStream(response.stream, entry),
+            request=request,
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        if isinstance(self.inner, httpx.BaseTransport):
+            self.inner.close()
+
+    async def aclose(self) -> None:
+        if isinstance(self.inner, httpx.AsyncBaseTransport):
+            await self.inner.aclose()
+
+    def add(self, interaction: Interaction) -> None:
+        """Append a finished interaction and save the cassette if it has a path."""
+        with self._lock:
+            self.cassette.interactions.append(interaction)
+            if self.path is not None:
+                dump(self.cassette, self.path)
+
+
+class _Entry:
+    """One interaction being recorded: the request now, the chunks as they are read."""
+
+    def __init__(
+        self,
+        recorder: RecordTransport,
+        request: httpx.Request,
+        content: bytes,
+        response: httpx.Response,
+        started: float,
+    ) -> None:
+        self.recorder = recorder
+        self.started = started
+        self.secrets: set[str] = set()
+        self.request = recorded_request(
+            request.method,
+            request.url.path,
+            request.url.query.decode("ascii", "replace"),
+            request.headers.multi_items(),
+            content,
+            self.secrets,
+        )
+        self.status = response.status_code
+        self.headers = response.headers.multi_items()
+        self.chunks: list[Chunk] = []
+        self.is_finished = False
+
+    def receive(self, data: bytes) -> None:
+        if data:
+            self.chunks.append(Chunk((time.monotonic() - self.started) * 1000, data))
+
+    def finish(self) -> None:
+        if self.is_finished:
+            return
+        self.is_finished = True
+        headers = redact_headers(self.headers, self.secrets)
+        chunks = [Chunk(c.offset_ms, scrub_bytes(c.data, self.secrets)) for c in self.chunks]
+        response = RecordedResponse(status=self.status, headers=headers, chunks=chunks)
+        self.recorder.add(Interaction(request=self.request, response=response))
+
+
+class _RecordingSyncStream(httpx.SyncByteStream):
+    def __init__(self, inner: httpx.SyncByteStream, entry: _Entry) -> None:
+        self.inner = inner
+        self.entry = entry
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for data in self.inner:
+                self.entry.receive(data)
+                yield data
+        finally:
+            self.entry.finish()
+
+    def close(self) -> None:
+        try:
+            self.inner.close()
+        finally:
+            self.entry.finish()
+
+
+class _RecordingAsyncStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, entry: _Entry) -> None:
+        self.inner = inner
+        self.entry = entry
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self.inner:
+                self.entry.receive(data)
+                yield data
+        finally:
+            self.entry.finish()
+
+    async def aclose(self) -> None:
+        try:
+            await self.inner.aclose()
+        finally:
+            self.entry.finish()

@@ -1,0 +1,88 @@
+"""Keep credentials out of cassettes.
+
+Headers and query parameters whose names look like credentials are replaced by ``<redacted>``;
+then every secret value seen that way is also scrubbed from the rest of the interaction (request
+body, response headers and body chunks), so a key the upstream echoes back cannot leak either.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from urllib.parse import parse_qsl, urlencode
+
+REDACTED = "<redacted>"
+
+# Names are matched case-insensitively anywhere in the header or parameter name:
+# authorization, proxy-authorization, api-key (Azure), x-api-key (Anthropic), x-goog-api-key,
+# cookie / set-cookie, x-auth-token, x-amz-security-token, ...-secret, ...-signature, session ids.
+# "token(?!s)" keeps rate-limit headers such as x-ratelimit-remaining-tokens readable.
+SECRET_NAME = re.compile(
+    r"auth|api[-_]?key|^key$|token(?!s)|secret|cookie|session|signature|password|credential",
+    re.IGNORECASE,
+)
+
+# Secrets shorter than this are not scrubbed from bodies: a two-letter "key" would match
+# ordinary text. Real API keys are 20+ characters.
+MIN_SCRUBBED_SECRET = 8
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a header or query parameter with this name carries a credential."""
+    return SECRET_NAME.search(name) is not None
+
+
+def redact_headers(headers: Iterable[tuple[str, str]], secrets: set[str]) -> dict[str, str]:
+    """Lower-cased headers with credential values replaced; the values are added to ``secrets``.
+
+    Repeated headers are joined with ``", "`` (``set-cookie`` is redacted anyway).
+    """
+    result: dict[str, str] = {}
+    for raw_name, value in headers:
+        name = raw_name.lower()
+        if is_secret_name(name):
+            _remember(value, secrets)
+            value = REDACTED
+        result[name] = f"{result[name]}, {value}" if name in result else value
+    return result
+
+
+def redact_query(query: str, secrets: set[str]) -> str:
+    """The query string with credential parameters' values replaced."""
+    if not query:
+        return ""
+    pairs = []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if is_secret_name(name):
+            _remember(value, secrets)
+            value = REDACTED
+        pairs.append((name, value))
+    return urlencode(pairs, safe="<>")
+
+
+def scrub_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
+    """``data`` with every occurrence of a secret replaced by ``<redacted>``."""
+    for secret in secrets:
+        data = data.replace(secret.encode(), REDACTED.encode())
+    return data
+
+
+def scrub_json(value: object, secrets: set[str]) -> object:
+    """A copy of a JSON value with secrets replaced inside every string (keys included)."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, list):
+        return [scrub_json(item, secrets) for item in value]
+    if isinstance(value, Mapping):
+        return {scrub_json(key, secrets): scrub_json(item, secrets) for key, item in value.items()}
+    return value
+
+
+def _remember(value: str, secrets: set[str]) -> None:
+    for candidate in (value, *value.split()):
+        if len(candidate) >= MIN_SCRUBBED_SECRET:
+            secrets.add(candidate)

@@ -1,0 +1,202 @@
+"""Replay a cassette as an httpx transport, in process.
+
+::
+
+    transport = ReplayTransport("recordings/deepseek-tool-call.cassette.json")
+    client = openai.OpenAI(api_key="unused", base_url="https://api.deepseek.com",
+                           http_client=httpx.Client(transport=transport))
+
+    # async code: the same class is also an httpx.AsyncBaseTransport
+    client = openai.AsyncOpenAI(api_key="unused",
+                                http_client=httpx.AsyncClient(transport=AsyncReplayTransport(cassette)))
+
+The response has the recorded status and headers, and its body arrives as the recorded chunks
+(with ``faults``, as :func:`~streamproxy.cassette.faults.plan_delivery` reshapes them), each after
+its recorded offset scaled by ``timing``. A request that matches nothing raises ``CassetteError``.
+
+A request that does not ask for a stream (``"stream"`` absent or false) answered by a recorded SSE
+stream gets the stream assembled into one ``chat.completion`` JSON body, so the same cassette
+serves ``create(stream=True)`` and ``create()``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import anyio
+import httpx
+import orjson
+
+from streamproxy.cassette.faults import Delivery, Faults, Piece, plan_delivery
+from streamproxy.cassette.format import Cassette, Interaction, RecordedRequest
+from streamproxy.cassette.http import Timing, recorded_request, replayed_headers, timing_factor
+from streamproxy.cassette.match import Matcher, Player
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to send back for one request."""
+
+    interaction: Interaction
+    status: int
+    headers: list[tuple[str, str]]
+    delivery: Delivery
+    factor: float
+
+    def due_seconds(self, piece: Piece) -> float:
+        """When ``piece`` is due, in seconds after the request arrived."""
+        return (piece.recorded_ms * self.factor + piece.extra_ms) / 1000
+
+
+class Replayer:
+    """Picks the interaction for each request and plans its delivery; shared by every adapter.
+
+    Args:
+        cassette: a :class:`Cassette`, or a path to anything
+            :func:`~streamproxy.cassette.importers.read_cassette` reads (a cassette, a ``.sse``
+            body, a VCR YAML file, a JSON-lines fixture, or a directory of them).
+        timing: ``"instant"`` (default), ``"recorded"`` or a factor on the recorded offsets.
+        faults: faults to apply to every response body, or ``None``.
+        matcher: ``(request, interactions) -> Interaction | None``; default
+            :func:`~streamproxy.cassette.match.match_request`.
+    """
+
+    def __init__(
+        self,
+        cassette: Cassette | str | os.PathLike[str],
+        *,
+        timing: Timing = "instant",
+        faults: Faults | None = None,
+        matcher: Matcher | None = None,
+    ) -> None:
+        if not isinstance(cassette, Cassette):
+            from streamproxy.cassette.importers import read_cassette
+
+            cassette = read_cassette(cassette)
+        self.cassette = cassette
+        self.factor = timing_factor(timing)
+        self.faults = faults
+        self.player = Player(cassette, matcher=matcher)
+        self.received: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+
+    def answer(self, request: RecordedRequest) -> Answer:
+        """The answer to ``request``; it is also appended to :attr:`received`.
+
+        Raises:
+            CassetteError: no interaction matches.
+        """
+        with self._lock:
+            self.received.append(request)
+        interaction = self.player.select(request)
+        response = interaction.response
+        headers = replayed_headers(response.headers)
+        if response.is_event_stream and not _asks_for_stream(request) and response.status < 300:
+            from streamproxy.cassette.assemble import assemble_completion
+
+            body = orjson.dumps(assemble_completion(response))
+            headers = [("content-type", "application/json")]
+            last_ms = response.chunks[-1].offset_ms if response.chunks else 0.0
+            delivery = Delivery([Piece(last_ms, 0.0, body)])
+        else:
+            delivery = plan_delivery(response.chunks, self.faults)
+        return Answer(interaction, response.status, headers, delivery, self.factor)
+
+
+def _asks_for_stream(request: RecordedRequest) -> bool:
+    body = request.body
+    return request.raw_body is not None or not isinstance(body, dict) or body.get("stream") is True
+
+
+def dropped_connection(answer: Answer) -> httpx.RemoteProtocolError:
+    """The error a client sees when the replay drops the connection mid-body."""
+    return httpx.RemoteProtocolError(
+        "peer closed connection without sending complete message body "
+        f"(replay fault: dropped after {len(answer.delivery.body)} bytes)"
+    )
+
+
+class ReplayTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """An httpx transport, sync and async, that answers from a cassette.
+
+    Takes the same arguments as :class:`Replayer`; :attr:`replayer` exposes the requests received.
+    """
+
+    def __init__(
+        self,
+        cassette: Cassette | str | os.PathLike[str],
+        *,
+        timing: Timing = "instant",
+        faults: Faults | None = None,
+        matcher: Matcher | None = None,
+    ) -> None:
+        self.replayer = Replayer(cassette, timing=timing, faults=faults, matcher=matcher)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.monotonic()
+        answer = self.replayer.answer(_recorded(request, request.read()))
+        return httpx.Response(
+            answer.status,
+            headers=answer.headers,
+            stream=_SyncBody(answer, started),
+            request=request,
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.monotonic()
+        answer = self.replayer.answer(_recorded(request, await request.aread()))
+        return httpx.Response(
+            answer.status,
+            headers=answer.headers,
+            stream=_AsyncBody(answer, started),
+            request=request,
+        )
+
+
+AsyncReplayTransport = ReplayTransport
+"""The same class: one ``ReplayTransport`` serves ``httpx.Client`` and ``httpx.AsyncClient``."""
+
+
+def _recorded(request: httpx.Request, content: bytes) -> RecordedRequest:
+    return recorded_request(
+        request.method,
+        request.url.path,
+        request.url.query.decode("ascii", "replace"),
+        request.headers.multi_items(),
+        content,
+        set(),
+    )
+
+
+class _SyncBody(httpx.SyncByteStream):
+    def __init__(self, answer: Answer, started: float) -> None:
+        self.answer = answer
+        self.started = started
+
+    def __iter__(self) -> Iterator[bytes]:
+        for piece in self.answer.delivery.pieces:
+            wait = self.started + self.answer.due_seconds(piece) - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            yield piece.data
+        if self.answer.delivery.is_dropped:
+            raise dropped_connection(self.answer)
+
+
+class _AsyncBody(httpx.AsyncByteStream):
+    def __init__(self, answer: Answer, started: float) -> None:
+        self.answer = answer
+        self.started = started
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self.answer.delivery.pieces:
+            wait = self.started + self.answer.due_seconds(piece) - time.monotonic()
+            if wait > 0:
+                await anyio.sleep(wait)
+            yield piece.data
+        if self.answer.delivery.is_dropped:
+            raise dropped_connection(self.answer)
