@@ -99,11 +99,13 @@ MATCHERS: dict[str, Matcher] = {"request": match_request, "turn": match_turn}
 class Player:
     """Hands out a cassette's interactions to requests, keeping the play order; thread-safe."""
 
-    def __init__(self, cassette: Cassette, *, matcher: Matcher | None = None) -> None:
-        if not cassette.interactions:
-            raise CassetteError("the cassette has no interactions to replay")
+    def __init__(
+        self, cassette: Cassette, *, matcher: Matcher | None = None, is_strict: bool = False
+    ) -> None:
         self.cassette = cassette
         self.matcher = matcher or match_request
+        self.is_strict = is_strict
+        """When true, a one-interaction cassette is matched like any other (vcrpy-style)."""
         self._last_played = [-1] * len(cassette.interactions)
         self._plays = 0
         self._lock = threading.Lock()
@@ -116,7 +118,8 @@ class Player:
         """
         interactions = self.cassette.interactions
         with self._lock:
-            if len(interactions) == 1:
+            self._last_played.extend([-1] * (len(interactions) - len(self._last_played)))
+            if len(interactions) == 1 and not self.is_strict:
                 chosen: Interaction | None = interactions[0]
             else:
                 order = sorted(range(len(interactions)), key=lambda i: (self._last_played[i], i))
@@ -151,6 +154,8 @@ def describe_mismatch(request: RecordedRequest, interactions: Sequence[Interacti
         if best is None or score < best[0]:
             best = (score, index, "; ".join(differences) or "already played")
     head = f"no recorded interaction matches {request.method} {request.path}"
+    if not interactions:
+        return f"{head}: the cassette is empty"
     if best is None:
         return head
     return f"{head}; nearest is interaction {best[1]}: {best[2]}"

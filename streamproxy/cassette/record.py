@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from streamproxy.cassette.format import Cassette, Chunk, Interaction, RecordedResponse, dump
-from streamproxy.cassette.http import recorded_request
+from streamproxy.cassette.http import HOP_BY_HOP, recorded_request
 from streamproxy.cassette.redact import redact_headers, scrub_bytes
 
 
@@ -137,7 +137,11 @@ class _Entry:
         if self.is_finished:
             return
         self.is_finished = True
-        headers = redact_headers(self.headers, self.secrets)
+        headers = {
+            name: value
+            for name, value in redact_headers(self.headers, self.secrets).items()
+            if name not in HOP_BY_HOP
+        }
         chunks = [Chunk(c.offset_ms, scrub_bytes(c.data, self.secrets)) for c in self.chunks]
         response = RecordedResponse(status=self.status, headers=headers, chunks=chunks)
         self.recorder.add(Interaction(request=self.request, response=response))

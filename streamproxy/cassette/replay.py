@@ -63,6 +63,8 @@ class Replayer:
         faults: faults to apply to every response body, or ``None``.
         matcher: ``(request, interactions) -> Interaction | None``; default
             :func:`~streamproxy.cassette.match.match_request`.
+        is_strict: match a one-interaction cassette like any other instead of answering every
+            request with it.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class Replayer:
         timing: Timing = "instant",
         faults: Faults | None = None,
         matcher: Matcher | None = None,
+        is_strict: bool = False,
     ) -> None:
         if not isinstance(cassette, Cassette):
             from streamproxy.cassette.importers import read_cassette
@@ -80,7 +83,7 @@ class Replayer:
         self.cassette = cassette
         self.factor = timing_factor(timing)
         self.faults = faults
-        self.player = Player(cassette, matcher=matcher)
+        self.player = Player(cassette, matcher=matcher, is_strict=is_strict)
         self.received: list[RecordedRequest] = []
         self._lock = threading.Lock()
 
@@ -138,7 +141,7 @@ class ReplayTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         started = time.monotonic()
-        answer = self.replayer.answer(_recorded(request, request.read()))
+        answer = self.replayer.answer(recorded_from_httpx(request, request.read()))
         return httpx.Response(
             answer.status,
             headers=answer.headers,
@@ -148,7 +151,7 @@ class ReplayTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         started = time.monotonic()
-        answer = self.replayer.answer(_recorded(request, await request.aread()))
+        answer = self.replayer.answer(recorded_from_httpx(request, await request.aread()))
         return httpx.Response(
             answer.status,
             headers=answer.headers,
@@ -161,7 +164,8 @@ AsyncReplayTransport = ReplayTransport
 """The same class: one ``ReplayTransport`` serves ``httpx.Client`` and ``httpx.AsyncClient``."""
 
 
-def _recorded(request: httpx.Request, content: bytes) -> RecordedRequest:
+def recorded_from_httpx(request: httpx.Request, content: bytes) -> RecordedRequest:
+    """``request`` as a cassette would keep it (for matchers)."""
     return recorded_request(
         request.method,
         request.url.path,

@@ -107,3 +107,28 @@ async def _body(answer: Answer, started: float) -> AsyncIterator[bytes]:
 def _summary(request: RecordedRequest) -> dict[str, object]:
     body = request.body if request.raw_body is None else None
     return {"method": request.method, "path": request.path, "query": request.query, "body": body}
+
+
+def serve(app: Starlette, *, host: str, port: int, name: str, log_level: str = "warning") -> None:
+    """Run ``app`` with uvicorn on ``host:port`` until interrupted.
+
+    The socket is bound before serving, so port 0 works: the bound URL is printed (and flushed)
+    as the first line on stdout, ``<name>: listening on http://HOST:PORT``; connections made
+    after that line wait in the listen backlog until uvicorn accepts them.
+    """
+    import socket
+    import sys
+
+    import uvicorn
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    bound_port = sock.getsockname()[1]
+    shown_host = f"[{host}]" if family == socket.AF_INET6 else host
+    print(f"{name}: listening on http://{shown_host}:{bound_port}", flush=True)
+    sys.stdout.flush()
+    config = uvicorn.Config(app, log_level=log_level, lifespan="auto", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
