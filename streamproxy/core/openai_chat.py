@@ -42,7 +42,7 @@ def read_chunk(assembler: Assembler, chunk: dict[str, Any]) -> None:
     if error is not None:
         assembler.error({"error": error})
     choices = chunk.get("choices")
-    if choices:
+    if choices is not None:
         if not isinstance(choices, list):
             raise ProtocolError("chunk.choices is not a list")
         for choice in choices:
@@ -63,10 +63,11 @@ def _read_choice(assembler: Assembler, choice: object) -> None:
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise ProtocolError(f"choice index {index!r} is not a non-negative integer")
     delta = choice.get("delta")
-    if delta:
+    if delta is not None:
         if not isinstance(delta, dict):
             raise ProtocolError("choice.delta is not an object")
-        _read_delta(assembler, index, delta)
+        if delta:
+            _read_delta(assembler, index, delta)
     logprobs = choice.get("logprobs")
     if logprobs and isinstance(logprobs, dict):
         assembler.extend_logprobs(index, logprobs)

@@ -150,11 +150,11 @@ class SSEDecoder:
         return None
 
     def _dispatch(self) -> SSEMessage | None:
-        if not self._data:
-            self._event = ""
-            return None
-        message = SSEMessage(self._event, "\n".join(self._data), self._last_id, self._retry)
+        data = "\n".join(self._data)
         self._data, self._data_size = [], 0
-        self._event = ""
+        event, self._event = self._event, ""
+        if not data:
+            return None
+        message = SSEMessage(event, data, self._last_id, self._retry)
         self._retry = None
         return message
