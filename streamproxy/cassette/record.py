@@ -26,7 +26,7 @@ import httpx
 
 from streamproxy.cassette.format import Cassette, Chunk, Interaction, RecordedResponse, dump
 from streamproxy.cassette.http import HOP_BY_HOP, recorded_request
-from streamproxy.cassette.redact import redact_headers, scrub_bytes
+from streamproxy.cassette.redact import redact_headers, scrub_bytes, scrub_chunks
 
 
 class RecordTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
@@ -138,11 +138,11 @@ class _Entry:
             return
         self.is_finished = True
         headers = {
-            name: value
+            name: scrub_bytes(value.encode(), self.secrets).decode()
             for name, value in redact_headers(self.headers, self.secrets).items()
             if name not in HOP_BY_HOP
         }
-        chunks = [Chunk(c.offset_ms, scrub_bytes(c.data, self.secrets)) for c in self.chunks]
+        chunks = scrub_chunks(self.chunks, self.secrets)
         response = RecordedResponse(status=self.status, headers=headers, chunks=chunks)
         self.recorder.add(Interaction(request=self.request, response=response))
 

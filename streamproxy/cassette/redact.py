@@ -7,9 +7,13 @@ body, response headers and body chunks), so a key the upstream echoes back canno
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import parse_qsl, urlencode
+
+from streamproxy.cassette.format import Chunk
 
 REDACTED = "<redacted>"
 
@@ -86,3 +90,50 @@ def _remember(value: str, secrets: set[str]) -> None:
     for candidate in (value, *value.split()):
         if len(candidate) >= MIN_SCRUBBED_SECRET:
             secrets.add(candidate)
+
+
+def scrub_chunks(chunks: Sequence[Chunk], secrets: Iterable[str]) -> list[Chunk]:
+    """``chunks`` with every secret replaced, even one split across chunk boundaries.
+
+    A replacement goes into the chunk where the secret started; chunks left empty are dropped;
+    all other boundaries stay where they were.
+    """
+    body = b"".join(chunk.data for chunk in chunks)
+    spans = _secret_spans(body, secrets)
+    if not spans:
+        return list(chunks)
+    ends = list(itertools.accumulate(len(chunk.data) for chunk in chunks))
+    pieces: list[bytearray] = [bytearray() for _ in chunks]
+
+    def copy(start: int, stop: int) -> None:
+        while start < stop:
+            index = bisect.bisect_right(ends, start)
+            end = min(stop, ends[index])
+            pieces[index] += body[start:end]
+            start = end
+
+    position = 0
+    for start, stop in spans:
+        copy(position, start)
+        pieces[bisect.bisect_right(ends, start)] += REDACTED.encode()
+        position = stop
+    copy(position, len(body))
+    return [
+        Chunk(chunk.offset_ms, bytes(data))
+        for chunk, data in zip(chunks, pieces, strict=True)
+        if data
+    ]
+
+
+def _secret_spans(body: bytes, secrets: Iterable[str]) -> list[tuple[int, int]]:
+    """Non-overlapping ``(start, stop)`` spans of secrets in ``body``, longest secret first."""
+    taken: list[tuple[int, int]] = []
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        needle = secret.encode()
+        start = body.find(needle)
+        while start != -1:
+            stop = start + len(needle)
+            if all(stop <= a or start >= b for a, b in taken):
+                taken.append((start, stop))
+            start = body.find(needle, start + 1)
+    return sorted(taken)
