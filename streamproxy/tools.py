@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_type_hints
+from typing import Any, Literal, TypeVar, get_type_hints, overload
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 ToolFunction = Callable[..., Any]
+_F = TypeVar("_F", bound=Callable[..., Any])
 OutcomeStatus = Literal["ok", "error", "timeout", "too_large"]
 
 # OpenAI and DeepSeek accept function names of 1-64 letters, digits, underscores and hyphens.
@@ -233,21 +234,36 @@ class Tool:
         return ToolOutcome(status, content, time.perf_counter() - started)
 
 
+@overload
+def tool(function: _F, /) -> _F: ...
+
+
+@overload
 def tool(
-    function: ToolFunction | None = None,
     *,
     name: str | None = None,
     description: str | None = None,
     read_only: bool = False,
     timeout: float = DEFAULT_TOOL_TIMEOUT,
-) -> Any:
+) -> Callable[[_F], _F]: ...
+
+
+def tool(
+    function: _F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    read_only: bool = False,
+    timeout: float = DEFAULT_TOOL_TIMEOUT,
+) -> _F | Callable[[_F], _F]:
     """Declare a function as a tool: ``@tool(read_only=True, timeout=5)`` or ``@tool``.
 
     The function is returned unchanged (still callable as before); the declaration is read when
     it is added to a ``ToolSet``.
     """
 
-    def declare(target: ToolFunction) -> ToolFunction:
+    def declare(target: _F) -> _F:
         setattr(target, _DECLARATION_ATTRIBUTE, _Declaration(name, description, read_only, timeout))
         return target
 

@@ -147,6 +147,10 @@ def create_app(
     async def models(request: Request) -> Response:
         try:
             authenticate(request)
+            if config.is_offline_demo:
+                from streamproxy.demo import demo_models
+
+                return JSONResponse(demo_models())
             return JSONResponse(await upstream.list_models())
         except StreamProxyError as error:
             return error_response(error, {})
