@@ -62,11 +62,13 @@ def test_drop_at_raises_a_transport_error_after_the_bytes_before_it(thinking_cas
     at = _inside_arguments(body)
     received = b""
     transport = ReplayTransport(thinking_cassette, faults=Faults(drop_at=at))
-    with httpx.Client(transport=transport) as client:
-        with client.stream("POST", "https://x/chat/completions", json={"stream": True}) as response:
-            with pytest.raises(httpx.RemoteProtocolError, match=f"dropped after {at} bytes"):
-                for data in response.iter_raw():
-                    received += data
+    with (
+        httpx.Client(transport=transport) as client,
+        client.stream("POST", "https://x/chat/completions", json={"stream": True}) as response,
+        pytest.raises(httpx.RemoteProtocolError, match=f"dropped after {at} bytes"),
+    ):
+        for data in response.iter_raw():
+            received += data
     assert received == body[:at]
     events = replay_into(ChatStream(), thinking_cassette, faults=Faults(drop_at=at))
     assert [e.kind for e in events if isinstance(e, ToolCallInvalid)] == ["truncated"]
@@ -161,5 +163,5 @@ def test_the_same_seed_gives_the_same_delivery_and_another_seed_another(thinking
     ids=str,
 )
 def test_out_of_range_faults_are_refused(options: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match="must be|probability"):
+    with pytest.raises(ValueError, match=r"must be|probability"):
         Faults(**options)  # type: ignore[arg-type]

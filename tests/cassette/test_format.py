@@ -89,7 +89,8 @@ def test_dump_writes_atomically_and_load_reads_it(tmp_path) -> None:
             id="newer",
         ),
         pytest.param(
-            '{"streamproxy_cassette": 1, "interactions": [{"request": null, "response": {"chunks": []}}]}',
+            '{"streamproxy_cassette": 1, "interactions": '
+            '[{"request": null, "response": {"chunks": []}}]}',
             "interactions.0.response.status: Field required",
             id="missing-status",
         ),
@@ -119,7 +120,7 @@ def test_dump_writes_atomically_and_load_reads_it(tmp_path) -> None:
     ],
 )
 def test_a_malformed_cassette_gets_a_clear_error(text: str, message: str) -> None:
-    with pytest.raises(CassetteError, match="my.cassette.json: .*") as caught:
+    with pytest.raises(CassetteError, match=r"^my\.cassette\.json: ") as caught:
         loads(text, name="my.cassette.json")
     assert message in str(caught.value)
 
@@ -131,7 +132,7 @@ def test_a_missing_file_is_a_cassette_error(tmp_path) -> None:
 
 @pytest.mark.parametrize("path", sorted(RECORDINGS.glob("*.cassette.json")), ids=lambda p: p.name)
 def test_project_cassettes_are_in_canonical_form_with_a_source(path) -> None:
-    """Every committed cassette re-dumps byte for byte (so diffs stay minimal) and names its source."""
+    """Each committed cassette re-dumps byte for byte (diffs stay minimal) and has a source."""
     cassette = load(path)
     assert cassette.source
     assert dumps(cassette) == path.read_text(encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Record through RecordTransport, replay through ReplayTransport: same bytes, boundaries, events."""
+"""Record through RecordTransport, replay through ReplayTransport: same bytes and events."""
 
 from __future__ import annotations
 
@@ -67,14 +67,16 @@ def test_record_then_replay_gives_the_same_bytes_boundaries_and_events(thinking_
     original = [chunk.data for chunk in thinking_cassette.interactions[0].response.chunks]
     seen: list[httpx.Request] = []
     recorder = RecordTransport(_upstream(original, seen))
-    with httpx.Client(transport=recorder, base_url="https://api.deepseek.com") as client:
-        with client.stream(
+    with (
+        httpx.Client(transport=recorder, base_url="https://api.deepseek.com") as client,
+        client.stream(
             "POST",
             "/chat/completions",
             json=REQUEST_BODY,
             headers={"authorization": f"Bearer {KEY}"},
-        ) as response:
-            passed_through = list(response.iter_raw())
+        ) as response,
+    ):
+        passed_through = list(response.iter_raw())
     assert passed_through == original
     assert seen[0].headers["authorization"] == f"Bearer {KEY}"
 
@@ -88,10 +90,12 @@ def test_record_then_replay_gives_the_same_bytes_boundaries_and_events(thinking_
     assert interaction.request.headers["authorization"] == "<redacted>"
     assert interaction.response.headers["x-request-id"] == "req-1"
 
-    with httpx.Client(transport=ReplayTransport(recorded), base_url="http://replay") as client:
-        with client.stream("POST", "/v1/chat/completions", json=REQUEST_BODY) as response:
-            replayed = list(response.iter_raw())
-            assert response.headers["content-type"] == "text/event-stream"
+    with (
+        httpx.Client(transport=ReplayTransport(recorded), base_url="http://replay") as client,
+        client.stream("POST", "/v1/chat/completions", json=REQUEST_BODY) as response,
+    ):
+        replayed = list(response.iter_raw())
+        assert response.headers["content-type"] == "text/event-stream"
     assert replayed == original
     assert _events(replayed) == _events(original)
     assert replay_into(ChatStream(), recorded) == _events(original)
@@ -108,11 +112,11 @@ def test_async_record_then_replay_gives_the_same_bytes(thinking_cassette) -> Non
             response = await client.send(request, stream=True)
             passed = [data async for data in response.aiter_raw()]
             await response.aclose()
-        async with httpx.AsyncClient(transport=ReplayTransport(recorder.cassette)) as client:
-            async with client.stream(
-                "POST", "https://x/chat/completions", json=REQUEST_BODY
-            ) as reply:
-                replayed = [data async for data in reply.aiter_raw()]
+        async with (
+            httpx.AsyncClient(transport=ReplayTransport(recorder.cassette)) as client,
+            client.stream("POST", "https://x/chat/completions", json=REQUEST_BODY) as reply,
+        ):
+            replayed = [data async for data in reply.aiter_raw()]
         return passed, replayed, recorder.cassette
 
     passed, replayed, cassette = asyncio.run(scenario())
@@ -123,9 +127,11 @@ def test_async_record_then_replay_gives_the_same_bytes(thinking_cassette) -> Non
 def test_a_response_closed_early_is_recorded_as_far_as_it_got(thinking_cassette) -> None:
     original = [chunk.data for chunk in thinking_cassette.interactions[0].response.chunks]
     recorder = RecordTransport(_upstream(original, []))
-    with httpx.Client(transport=recorder) as client:
-        with client.stream("POST", "https://x/chat/completions", json=REQUEST_BODY) as response:
-            first = next(response.iter_raw())
+    with (
+        httpx.Client(transport=recorder) as client,
+        client.stream("POST", "https://x/chat/completions", json=REQUEST_BODY) as response,
+    ):
+        first = next(response.iter_raw())
     (interaction,) = recorder.cassette.interactions
     assert [chunk.data for chunk in interaction.response.chunks] == [first]
 
@@ -252,10 +258,13 @@ def test_timing_waits_for_the_scaled_recorded_offsets(
     monkeypatch.setattr(replay_module.time, "monotonic", clock.monotonic)
     monkeypatch.setattr(replay_module.time, "sleep", clock.sleep)
     offsets = [chunk.offset_ms for chunk in thinking_cassette.interactions[0].response.chunks]
-    with httpx.Client(transport=ReplayTransport(thinking_cassette, timing=timing)) as client:  # type: ignore[arg-type]
-        with client.stream("POST", "https://x/chat/completions", json={"stream": True}) as response:
-            for _ in response.iter_raw():
-                pass
+    transport = ReplayTransport(thinking_cassette, timing=timing)  # type: ignore[arg-type]
+    with (
+        httpx.Client(transport=transport) as client,
+        client.stream("POST", "https://x/chat/completions", json={"stream": True}) as response,
+    ):
+        for _ in response.iter_raw():
+            pass
     if factor == 0:
         assert clock.sleeps == []
     else:
