@@ -340,7 +340,8 @@ class Turn:
         call.arguments = event.arguments
         call.parsed = event.parsed
         if call.owner == "server":
-            starts.append(StartTool(call))
+            if self.round_number < self.max_rounds:  # no tool runs in the last allowed round
+                starts.append(StartTool(call))
         elif call.owner == "write":
             call.client_index = self._next_client_index()
             call.client_id = self.signer.sign(

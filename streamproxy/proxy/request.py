@@ -161,12 +161,14 @@ def rebuild_messages(
     Expands stashed turns, maps signed write ids back, finds the write calls answered at the end
     of the conversation, and gives every assistant message a ``content`` key.
     """
+    calls: dict[str, tuple[str, str]] = {}  # signed id -> (name, arguments), as the client sent
     expanded: list[Message] = []
     for message in request.messages:
+        if message.get("role") == "assistant":
+            _with_upstream_ids(message, calls)  # records the client's signed calls
         replacement = _stashed(message, stash, client)
         expanded.extend(replacement if replacement is not None else [message])
     tail_start = _tail_start(expanded)
-    calls: dict[str, tuple[str, str]] = {}  # signed id -> (name, arguments)
     messages: list[Message] = []
     for position, message in enumerate(expanded):
         role = message.get("role")

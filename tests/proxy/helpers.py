@@ -69,7 +69,9 @@ def sse(chunks: Sequence[dict[str, object]], *, done: bool = True) -> list[bytes
     return frames
 
 
-def content_round(text: str, *, finish: str = "stop", reasoning: str = "", tokens: int = 5) -> list[bytes]:
+def content_round(
+    text: str, *, finish: str = "stop", reasoning: str = "", tokens: int = 5
+) -> list[bytes]:
     chunks = [chunk({"role": "assistant", "content": ""})]
     if reasoning:
         chunks.append(chunk({"reasoning_content": reasoning, "content": None}))
