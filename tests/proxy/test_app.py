@@ -520,7 +520,8 @@ async def test_a_failure_after_the_first_byte_is_one_error_frame_without_done() 
 
 
 async def test_an_in_band_upstream_error_ends_the_stream_with_an_error_frame() -> None:
-    frames = [*sse([chunk({"content": "Hi"})], done=False), b'data: {"error": {"message": "overloaded", "code": 503}}\n\n']
+    in_band = b'data: {"error": {"message": "overloaded", "code": 503}}\n\n'
+    frames = [*sse([chunk({"content": "Hi"})], done=False), in_band]
     upstream = ScriptedUpstream([frames])
     async with proxy_client(upstream) as client:
         result = await post_stream(client, {"model": MODEL, "messages": USER})
