@@ -1,0 +1,592 @@
+"""Assembler benchmark: streamproxy's ``ChatStream`` against the floor and openai-python.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.bench_core            # print the table (about 2 minutes)
+    .venv/bin/python -m benchmarks.bench_core --write    # ...and update benchmarks/README.md
+    .venv/bin/python -m benchmarks.bench_core --profile 100000   # cProfile of ours, previews on
+
+Inputs (``benchmarks/streams.py``): one DeepSeek-shaped ``write_file`` call whose arguments
+(1 KB, 10 KB, 100 KB, 1 MB of text with escapes and non-ASCII) arrive in 4-character fragments,
+one chunk each; and a 2,000-token content stream. Each body is built once, then fed as 64 KiB
+socket reads and as one whole body.
+
+Contenders, timed side by side in one run (round robin, ``gc.collect()`` before each run, best
+of N), so the ratios compare like with like on a noisy machine:
+
+- ``floor``: the minimal honest Python reader: split the body on blank lines, ``orjson.loads``
+  each ``data:`` payload, append argument fragments (or content) to a list, join and
+  ``orjson.loads`` the arguments once. No validation, one call only: a lower bound, not a rival;
+- ``ours``: ``ChatStream(previews=True)`` and ``ChatStream(previews=False)``, every event
+  returned and counted, ``receive_eof`` included, the message read at the end;
+- ``openai``: openai-python's ``ChatCompletionStreamState.handle_chunk`` over
+  ``ChatCompletionChunk`` objects validated *outside* the timed region (as ANCHORS.md C.4 did), so
+  its time leaves out SSE decoding and JSON parsing. No ``input_tools`` (its cheapest path). It
+  rebuilds the message snapshot on every chunk, so it is skipped above ``--openai-max`` bytes
+  (100 KB by default: the 1 MB case would take minutes and about a gigabyte of chunk objects).
+
+Every timed run's result is compared with the source text outside the timed region, and before
+timing each input is assembled once with every event kept, to check that ours emits exactly one
+``ToolCallReady`` with the source arguments and ends cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import gc
+import math
+import os
+import platform
+import pstats
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks.streams import READ_SIZE, SyntheticStream, content_stream, tool_call_stream
+from streamproxy.core import ChatStream, ContentDelta, StreamEnded, ToolCallReady
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "benchmarks" / "README.md"
+SIZES = (1_000, 10_000, 100_000, 1_000_000)
+CONTENT_TOKENS = 2000
+OPENAI_MAX_SIZE = 100_000
+# Flat means the worst ns/byte from 10 KB up is at most this many times the best.
+FLATNESS_TOLERANCE = 1.25
+TARGET_RATIO = 1.5
+
+# Best of N, with N shrinking as inputs grow; a contender stops repeating early once it has
+# MIN_RUNS runs and its runs on one input took RUN_BUDGET seconds together. openai gets one run
+# minimum: at 100 KB one run takes seconds, and it is the slowest by an order of magnitude.
+RUN_BUDGET = 5.0
+MIN_RUNS = 3
+
+
+def repeats_for(stream: SyntheticStream) -> int:
+    """How many times to run each contender on ``stream``."""
+    size = len(stream.body)
+    if size < 1_000_000:
+        return 25
+    if size < 10_000_000:
+        return 9
+    if size < 50_000_000:
+        return 5
+    return 3
+
+
+Run = Callable[[], tuple[int, str]]  # one timed run: (events or chunks seen, assembled text)
+
+
+# ---------------------------------------------------------------------------- contenders
+
+
+def run_floor(pieces: Sequence[bytes]) -> tuple[int, str]:
+    """The floor: blank-line split, ``orjson.loads`` per payload, list append, one final parse."""
+    loads = orjson.loads
+    arguments: list[str] = []
+    content: list[str] = []
+    chunks = 0
+    tail = b""
+    for piece in pieces:
+        events = (tail + piece).split(b"\n\n")
+        tail = events.pop()
+        for event in events:
+            if not event.startswith(b"data: "):
+                continue
+            data = event[6:]
+            if data == b"[DONE]":
+                continue
+            chunks += 1
+            for choice in loads(data)["choices"]:
+                delta = choice["delta"]
+                tool_calls = delta.get("tool_calls")
+                if tool_calls:
+                    for tool_call in tool_calls:
+                        fragment = tool_call["function"].get("arguments")
+                        if fragment:
+                            arguments.append(fragment)
+                text = delta.get("content")
+                if text:
+                    content.append(text)
+    if arguments:
+        joined = "".join(arguments)
+        loads(joined)  # the one strict parse a caller needs before running the tool
+        return chunks, joined
+    return chunks, "".join(content)
+
+
+def run_ours(pieces: Sequence[bytes], *, previews: bool, is_tool_call: bool) -> tuple[int, str]:
+    """``ChatStream``: every piece in, ``receive_eof``, then the assembled message."""
+    stream = ChatStream(previews=previews)
+    events = 0
+    for piece in pieces:
+        events += len(stream.receive_data(piece))
+    events += len(stream.receive_eof())
+    message = stream.message()
+    if is_tool_call:
+        tool_calls: Any = message["tool_calls"]
+        return events, str(tool_calls[0]["function"]["arguments"])
+    return events, str(message["content"])
+
+
+def openai_chunks(stream: SyntheticStream) -> list[Any]:
+    """``ChatCompletionChunk`` objects for ``stream`` (built outside any timed region)."""
+    from openai.types.chat import ChatCompletionChunk
+
+    return [ChatCompletionChunk.model_validate(payload) for payload in stream.payloads()]
+
+
+def run_openai(chunks: Sequence[Any], *, is_tool_call: bool) -> tuple[int, str]:
+    """openai-python's ``ChatCompletionStreamState`` over pre-validated chunks."""
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+
+    state: Any = ChatCompletionStreamState()
+    events = 0
+    for item in chunks:
+        events += len(list(state.handle_chunk(item)))
+    message = state.get_final_completion().choices[0].message
+    if is_tool_call:
+        return events, str(message.tool_calls[0].function.arguments)
+    return events, str(message.content)
+
+
+def check_ours(stream: SyntheticStream) -> None:
+    """Untimed: ours emits one ready call (or the whole content) and ends cleanly."""
+    for previews in (True, False):
+        chat = ChatStream(previews=previews)
+        events = []
+        for piece in stream.pieces():
+            events += chat.receive_data(piece)
+        events += chat.receive_eof()
+        end = events[-1]
+        if not isinstance(end, StreamEnded) or not end.is_clean:
+            raise AssertionError(f"{stream.name}: the stream did not end cleanly: {end!r}")
+        if stream.is_tool_call:
+            ready = [event for event in events if isinstance(event, ToolCallReady)]
+            if len(ready) != 1 or ready[0].arguments != stream.expected:
+                raise AssertionError(f"{stream.name}: expected one ready call with the source")
+        else:
+            text = "".join(event.text for event in events if isinstance(event, ContentDelta))
+            if text != stream.expected:
+                raise AssertionError(f"{stream.name}: the content deltas differ from the source")
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+@dataclass(slots=True)
+class Timing:
+    """Best wall time of one contender on one input and feed."""
+
+    best: float = math.inf
+    best_cpu: float = math.inf  # process CPU time: not inflated when other processes take the CPU
+    runs: int = 0
+    total: float = 0.0
+    skipped: str | None = None
+
+    def ns_per_byte(self, size: int) -> float:
+        return self.best * 1e9 / size
+
+
+@dataclass(slots=True)
+class Row:
+    """One input, fed one way, with every contender's timing."""
+
+    stream_name: str
+    size: int  # bytes of arguments (or content): the "per byte" denominator
+    chunk_count: int
+    body_size: int
+    feed: str
+    timings: dict[str, Timing] = field(default_factory=dict)
+
+
+def measure(
+    stream: SyntheticStream, runs: dict[str, Run], repeats: int, *, label: str, feed: str
+) -> Row:
+    """Time every contender on ``stream``, round robin, best of ``repeats``."""
+    row = Row(stream.name, stream.payload_size, stream.chunk_count, len(stream.body), feed)
+    row.timings = {name: Timing() for name in runs}
+    # The inputs live through every run: freeze them so neither gc.collect() nor the collections
+    # the runs trigger rescan them (openai's chunk objects alone made each collect take 50 ms).
+    gc.collect()
+    gc.freeze()
+    try:
+        _run_round_robin(stream, runs, repeats, row, label)
+    finally:
+        gc.unfreeze()
+    return row
+
+
+def _run_round_robin(
+    stream: SyntheticStream, runs: dict[str, Run], repeats: int, row: Row, label: str
+) -> None:
+    for _ in range(repeats):
+        for name, run in runs.items():
+            timing = row.timings[name]
+            min_runs = 1 if name == "openai" else MIN_RUNS
+            if timing.runs >= min_runs and timing.total >= RUN_BUDGET:
+                continue
+            gc.collect()
+            start_cpu = time.process_time()
+            start = time.perf_counter()
+            count, text = run()
+            elapsed = time.perf_counter() - start
+            elapsed_cpu = time.process_time() - start_cpu
+            if count <= 0 or text != stream.expected:
+                raise AssertionError(f"{label} {name}: the assembled text differs from the source")
+            timing.runs += 1
+            timing.total += elapsed
+            timing.best = min(timing.best, elapsed)
+            timing.best_cpu = min(timing.best_cpu, elapsed_cpu)
+
+
+def bench_stream(stream: SyntheticStream, *, openai_max: int) -> list[Row]:
+    """Both feeds of one input; openai once (its input is parsed chunks, feed-independent)."""
+    check_ours(stream)
+    is_tool_call = stream.is_tool_call
+    rows: list[Row] = []
+    for feed, read_size in (("64 KiB reads", READ_SIZE), ("whole body", None)):
+        pieces = stream.pieces(read_size)
+        runs: dict[str, Run] = {
+            "floor": partial(run_floor, pieces),
+            "ours": partial(run_ours, pieces, previews=True, is_tool_call=is_tool_call),
+            "ours_no_previews": partial(
+                run_ours, pieces, previews=False, is_tool_call=is_tool_call
+            ),
+        }
+        openai_skipped: str | None = None
+        if read_size is not None:
+            if stream.payload_size <= openai_max:
+                chunks = openai_chunks(stream)
+                runs["openai"] = partial(run_openai, chunks, is_tool_call=is_tool_call)
+            else:
+                openai_skipped = "skipped (quadratic; see --openai-max)"
+        row = measure(stream, runs, repeats_for(stream), label=stream.name, feed=feed)
+        if openai_skipped:
+            row.timings["openai"] = Timing(skipped=openai_skipped)
+        rows.append(row)
+        print(format_row_plain(row), flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------- reporting
+
+COLUMNS = (
+    "input",
+    "chunks",
+    "feed",
+    "floor",
+    "ours, previews",
+    "ours, no previews",
+    "openai",
+    "ours/floor (previews)",
+    "ours/floor (no previews)",
+    "openai/ours",
+)
+
+
+def cell(timing: Timing | None, size: int) -> str:
+    if timing is None:
+        return "—"
+    if timing.skipped:
+        return timing.skipped
+    return f"{timing.best * 1e3:,.1f} ms ({timing.ns_per_byte(size):,.0f} ns/B, n={timing.runs})"
+
+
+def ratio(numerator: Timing | None, denominator: Timing | None) -> str:
+    if numerator is None or denominator is None or numerator.skipped or denominator.skipped:
+        return "—"
+    return f"{numerator.best / denominator.best:.2f}x"
+
+
+def row_cells(row: Row) -> list[str]:
+    timings = row.timings
+    floor, ours = timings["floor"], timings["ours"]
+    ours_off, openai = timings["ours_no_previews"], timings.get("openai")
+    return [
+        f"{row.stream_name} ({row.size:,} B)",
+        f"{row.chunk_count:,}",
+        row.feed,
+        cell(floor, row.size),
+        cell(ours, row.size),
+        cell(ours_off, row.size),
+        cell(openai, row.size),
+        ratio(ours, floor),
+        ratio(ours_off, floor),
+        ratio(openai, ours),
+    ]
+
+
+def format_row_plain(row: Row) -> str:
+    return " | ".join(row_cells(row))
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = [
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join("---" for _ in COLUMNS) + "|",
+    ]
+    lines += ["| " + " | ".join(row_cells(row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def verdicts(rows: list[Row]) -> list[str]:
+    """The issue's targets, judged on this run."""
+    lines: list[str] = []
+    worst = max(
+        rows, key=lambda row: row.timings["ours"].best / row.timings["floor"].best, default=None
+    )
+    if worst is not None:
+        worst_ratio = worst.timings["ours"].best / worst.timings["floor"].best
+        met = "met" if worst_ratio <= TARGET_RATIO else "NOT met"
+        lines.append(
+            f"- Within {TARGET_RATIO}x of the floor at every size, previews on: **{met}** "
+            f"(worst {worst_ratio:.2f}x: {worst.stream_name}, {worst.feed})."
+        )
+    for feed in ("64 KiB reads", "whole body"):
+        for name, who in (("ours", "ours, previews"), ("floor", "floor")):
+            points = [
+                (
+                    row.stream_name.removeprefix("tool call "),
+                    row.timings[name].ns_per_byte(row.size),
+                )
+                for row in rows
+                if row.feed == feed
+                and row.stream_name.startswith("tool call")
+                and row.size >= 10_000
+            ]
+            if len(points) < 2:
+                continue
+            values = [value for _, value in points]
+            spread = max(values) / min(values)
+            shape = "flat" if spread <= FLATNESS_TOLERANCE else "NOT flat"
+            series = ", ".join(f"{label} {value:,.0f}" for label, value in points)
+            lines.append(
+                f"- ns/byte from 10 KB up, {who}, {feed}: {series} → max/min {spread:.2f}: "
+                f"**{shape}** (tolerance {FLATNESS_TOLERANCE})."
+            )
+    cpu_ratios = "; ".join(
+        f"{row.stream_name}, {row.feed}: "
+        f"{row.timings['ours'].best_cpu / row.timings['floor'].best_cpu:.2f}x"
+        for row in rows
+    )
+    lines.append(
+        "- ours/floor (previews on) by process CPU time, which other processes on the machine "
+        f"do not inflate: {cpu_ratios}."
+    )
+    return lines
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        if match:
+            model = match.group(1).strip()
+    except OSError:
+        pass
+    try:
+        import openai
+
+        openai_version = openai.__version__
+    except ImportError:
+        openai_version = "not installed"
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    return (
+        f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"orjson {orjson.__version__}, openai {openai_version} (load average at start: {load})"
+    )
+
+
+def revision() -> str:
+    """The commit measured, ``+dirty`` when the core has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "streamproxy/core"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
+# ---------------------------------------------------------------------------- README
+
+README_INTRO = """# Benchmarks
+
+Speed and memory of streamproxy, measured here rather than asserted in tests. Each section is
+written by its script with `--write`; numbers from one run are compared with each other (ratios),
+never with another machine's.
+"""
+
+PROXY_PLACEHOLDER = """## Proxy
+
+(Not measured yet.)
+"""
+
+ASSEMBLER_METHOD = """## Assembler
+
+`.venv/bin/python -m benchmarks.bench_core [--write] [--profile SIZE]` (issue 2).
+
+Inputs (`benchmarks/streams.py`): one DeepSeek-shaped (`deepseek-v4-flash`) `write_file` call
+whose arguments, a JSON object of text with `\\n`, `\\"`, back slashes and non-ASCII, arrive as
+4-character fragments, one chunk each (head chunk with id and name, finish chunk with
+`finish_reason: "tool_calls"` and usage, `data: [DONE]`); and a 2,000-token content stream
+(`reasoning_content: null` on every chunk, as DeepSeek sends). Each body is built once and fed
+as 64 KiB reads and as one whole body. "ns/B" is wall time per byte of arguments (or content).
+
+Contenders, run round robin in one process, `gc.collect()` before each run, best of n:
+
+- **floor**: split on blank lines, `orjson.loads` per payload, append fragments to a list, one
+  `orjson.loads` of the joined arguments. No checks at all: a lower bound, not a rival.
+- **ours**: `ChatStream(previews=True)` and `ChatStream(previews=False)`, every event returned
+  and counted, `receive_eof()` included, the message read at the end.
+- **openai**: openai-python's `ChatCompletionStreamState.handle_chunk` over `ChatCompletionChunk`
+  objects validated outside the timed region (no SSE decoding, no JSON parsing in its time; no
+  `input_tools`, its cheapest path); shown on the 64 KiB row only, as its input does not depend on
+  the feed. It rebuilds its message snapshot on every chunk and is skipped above 100 KB.
+
+Every timed result is compared with the source text; ours is first checked to emit exactly one
+`ToolCallReady` with the source arguments and a clean `StreamEnded`.
+
+Target (issue 2): within 1.5x of the floor at every size with previews on, and flat time per byte
+from 10 KB to 1 MB.
+"""
+
+
+def assembler_section(rows: list[Row]) -> str:
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    return (
+        ASSEMBLER_METHOD
+        + f"\n### Results ({date})\n\n"
+        + f"Machine: {machine()}. Commit: {revision()}.\n\n"
+        + markdown_table(rows)
+        + "\n\n"
+        + "\n".join(verdicts(rows))
+        + "\n"
+    )
+
+
+def write_readme(section: str, path: Path = README) -> None:
+    """Replace the Assembler section of benchmarks/README.md, leaving the others alone."""
+    if not path.exists():
+        path.write_text(README_INTRO + "\n" + section + "\n" + PROXY_PLACEHOLDER)
+        return
+    text = path.read_text()
+    pattern = re.compile(r"^## Assembler\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1)
+    elif "\n## Proxy" in text:
+        text = text.replace("\n## Proxy", "\n" + section + "\n## Proxy", 1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+# ---------------------------------------------------------------------------- profiling
+
+
+def profile(size: int, *, previews: bool) -> None:
+    """cProfile ours on one tool call of ``size`` bytes fed as 64 KiB reads."""
+    stream = tool_call_stream(size)
+    pieces = stream.pieces()
+    profiler = cProfile.Profile()
+    gc.collect()
+    profiler.enable()
+    run_ours(pieces, previews=previews, is_tool_call=True)
+    profiler.disable()
+    stats = pstats.Stats(profiler, stream=sys.stdout)
+    print(
+        f"# ours, previews={'on' if previews else 'off'}: {stream.name}, "
+        f"{stream.chunk_count:,} chunks, {len(stream.body):,} bytes in 64 KiB reads"
+    )
+    stats.sort_stats("tottime").print_stats(20)
+    print_groups(stats, stream.chunk_count)
+
+
+def print_groups(stats: pstats.Stats, chunk_count: int) -> None:
+    """Own time summed by where it is spent, in microseconds per chunk (under the profiler)."""
+    groups: dict[str, float] = {}
+    raw: Any = stats
+    for (filename, _, function), (_, _, tottime, _, _) in raw.stats.items():
+        if "streamproxy" in filename:
+            group = "streamproxy/" + filename.split("streamproxy/")[-1]
+        elif filename == "<string>":
+            group = "generated __init__ (event and message dataclasses)"
+        elif filename == "~":
+            group = "builtin " + function.strip("<>").removeprefix("built-in method ")
+            group = group if "orjson" in group else "builtins (str, list, dict, isinstance...)"
+        else:
+            group = filename.rsplit("/", 1)[-1]
+        groups[group] = groups.get(group, 0.0) + tottime
+    total = sum(groups.values())
+    print(f"Own time by place, per chunk (cProfile inflates Python calls), total {total:.3f} s:")
+    for group, seconds in sorted(groups.items(), key=lambda item: -item[1]):
+        share = seconds / total * 100
+        print(f"  {seconds * 1e6 / chunk_count:7.2f} µs/chunk  {share:5.1f}%  {group}")
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--write", action="store_true", help="update benchmarks/README.md")
+    parser.add_argument(
+        "--profile", type=int, metavar="SIZE", help="cProfile ours on a SIZE-byte call and stop"
+    )
+    parser.add_argument("--no-previews", action="store_true", help="with --profile: previews off")
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=list(SIZES),
+        help="argument sizes in bytes, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--openai-max",
+        type=int,
+        default=OPENAI_MAX_SIZE,
+        help="largest arguments size openai is run on (default: %(default)s)",
+    )
+    options = parser.parse_args(argv)
+    if options.profile:
+        profile(options.profile, previews=not options.no_previews)
+        return 0
+    print(f"# {machine()}; commit {revision()}")
+    print("# " + " | ".join(COLUMNS))
+    rows: list[Row] = []
+    inputs: list[Callable[[], SyntheticStream]] = [
+        *(lambda size=size: tool_call_stream(size) for size in options.sizes),
+        lambda: content_stream(CONTENT_TOKENS),
+    ]
+    for build in inputs:
+        stream = build()
+        rows += bench_stream(stream, openai_max=options.openai_max)
+        del stream
+        gc.collect()
+    print()
+    print(markdown_table(rows))
+    print()
+    print("\n".join(verdicts(rows)))
+    if options.write:
+        write_readme(assembler_section(rows))
+        print(f"\nwrote {README.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
