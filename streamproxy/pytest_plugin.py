@@ -268,14 +268,16 @@ def streamproxy_cassette(
         or request.config.getoption("--streamproxy-record-mode")
         or request.config.getini("streamproxy_record_mode")
     )
+    timing = kwargs.pop("timing", "instant")
+    faults = kwargs.pop("faults", None)
+    if kwargs:
+        raise TypeError(f"unknown {MARKER} marker arguments: {sorted(kwargs)}")
     session = CassetteSession(
         path,
         mode=normalise_mode(str(mode_name)),
         upstream=streamproxy_upstream_transport,
-        timing=kwargs.pop("timing", "instant"),
-        faults=kwargs.pop("faults", None),
+        timing=timing,
+        faults=faults,
     )
-    if kwargs:
-        raise TypeError(f"unknown {MARKER} marker arguments: {sorted(kwargs)}")
     yield session
     session.finish()
