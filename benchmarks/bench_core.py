@@ -52,8 +52,21 @@ from typing import Any
 
 import orjson
 
-from benchmarks.streams import READ_SIZE, SyntheticStream, content_stream, tool_call_stream
-from streamproxy.core import ChatStream, ContentDelta, StreamEnded, ToolCallReady
+from benchmarks.streams import (
+    READ_SIZE,
+    TOOL_CALL_ID,
+    SyntheticStream,
+    content_stream,
+    tool_call_stream,
+)
+from streamproxy.core import (
+    ChatStream,
+    ContentDelta,
+    StreamEnded,
+    ToolCallArgumentsDelta,
+    ToolCallReady,
+)
+from streamproxy.core.sse import SSEDecoder
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "benchmarks" / "README.md"
@@ -539,6 +552,88 @@ def profile(size: int, *, previews: bool) -> None:
     )
     stats.sort_stats("tottime").print_stats(20)
     print_groups(stats, stream.chunk_count)
+    print_stages(stream, previews=previews)
+
+
+def print_stages(stream: SyntheticStream, *, previews: bool) -> None:
+    """Each layer's cost measured on its own, without the profiler (best of 5, per chunk).
+
+    The layers use public entry points only, so the numbers survive refactors of the core:
+    the decoder's ``feed`` (``ChatStream`` may use a leaner internal path), ``receive_chunk``
+    (readers, assembler and events with no SSE and no JSON), and the whole ``receive_data``.
+    """
+    pieces = stream.pieces()
+    payload_bytes = [event[6:] for event in stream.body.split(b"\n\n") if event[:7] == b"data: {"]
+    payloads = stream.payloads()
+    fragment = "abcd"
+
+    def floor() -> None:
+        run_floor(pieces)
+
+    def split_only() -> None:
+        for piece in pieces:
+            piece.split(b"\n\n")
+
+    def orjson_only() -> None:
+        loads = orjson.loads
+        for data in payload_bytes:
+            loads(data)
+
+    def decoder_only() -> None:
+        decoder = SSEDecoder()
+        for piece in pieces:
+            decoder.feed(piece)
+
+    def decoder_and_orjson() -> None:
+        decoder, loads = SSEDecoder(), orjson.loads
+        for piece in pieces:
+            for message in decoder.feed(piece):
+                if message.data != "[DONE]":
+                    loads(message.data)
+
+    def event_creation() -> None:
+        events = []
+        for _ in payloads:
+            events.append(ToolCallArgumentsDelta(choice=0, id=TOOL_CALL_ID, fragment=fragment))
+
+    def parsed_chunks() -> None:
+        chat = ChatStream(previews=previews)
+        for payload in payloads:
+            chat.receive_chunk(payload)
+        chat.receive_done()
+        chat.receive_eof()
+
+    def whole() -> None:
+        run_ours(pieces, previews=previews, is_tool_call=stream.is_tool_call)
+
+    stages: list[tuple[str, Callable[[], None]]] = [
+        ("floor (split + orjson + append + final parse)", floor),
+        ("  bytes.split on blank lines alone", split_only),
+        ("  orjson.loads of every payload alone", orjson_only),
+        ("SSEDecoder.feed alone (public path)", decoder_only),
+        ("SSEDecoder.feed + orjson.loads", decoder_and_orjson),
+        ("ToolCallArgumentsDelta(...) + append alone", event_creation),
+        (
+            "ChatStream.receive_chunk on parsed chunks (no SSE, no JSON; its own code path)",
+            parsed_chunks,
+        ),
+        ("ChatStream.receive_data, everything", whole),
+    ]
+    count = stream.chunk_count
+    print(f"Stage costs without the profiler, best of 5, {count:,} chunks:")
+    gc.collect()
+    gc.freeze()
+    try:
+        for label, stage in stages:
+            best = math.inf
+            for _ in range(5):
+                gc.collect()
+                start = time.perf_counter()
+                stage()
+                best = min(best, time.perf_counter() - start)
+            print(f"  {best * 1e6 / count:7.2f} µs/chunk  {best * 1e3:8.1f} ms  {label}")
+    finally:
+        gc.unfreeze()
 
 
 def print_groups(stats: pstats.Stats, chunk_count: int) -> None:
