@@ -33,7 +33,8 @@ PREVIEW_GROWTH = 1.5
 _NEXT_TOKEN = re.compile(r'[{}\[\]",:]|[^\s{}\[\]",:]+')
 _STRING_STOP = re.compile(r'["\\]')
 _OPEN_ESCAPE_TAIL = re.compile(r"\\u[0-9a-fA-F]{0,3}$")
-_BLANK = " \t\r\n"
+BLANK = " \t\r\n"  # JSON whitespace
+_BLANK = BLANK
 
 
 class ArgumentsBuffer:
@@ -47,12 +48,12 @@ class ArgumentsBuffer:
         "_in_string",
         "_is_key",
         "_last_char",
-        "_next_preview",
         "_pending_escape",
         "_safe_end",
         "_scanned",
         "_value_done",
         "first_char",
+        "next_preview",
         "size",
     )
 
@@ -61,7 +62,7 @@ class ArgumentsBuffer:
         self.size = 0
         self.first_char = ""  # first non-blank character of the text
         self._last_char = ""  # last non-blank character of the text
-        self._next_preview = PREVIEW_FIRST_SIZE
+        self.next_preview = PREVIEW_FIRST_SIZE
         # scanner state, valid for text[:self._scanned]
         self._scanned = 0
         self._closers: list[str] = []
@@ -74,14 +75,20 @@ class ArgumentsBuffer:
         self._safe_end = 0
 
     def append(self, fragment: str) -> None:
-        """Add a fragment (O(len(fragment)))."""
+        """Add a fragment: O(1) unless it ends in blanks or is the first non-blank one."""
         self._fragments.append(fragment)
         self.size += len(fragment)
-        stripped = fragment.strip(_BLANK)
-        if stripped:
+        if not fragment:
+            return
+        last = fragment[-1]
+        if last in _BLANK or not self.first_char:
+            stripped = fragment.strip(_BLANK)
+            if not stripped:
+                return
             if not self.first_char:
                 self.first_char = stripped[0]
-            self._last_char = stripped[-1]
+            last = stripped[-1]
+        self._last_char = last
 
     def text(self) -> str:
         """The whole text so far (joined once, then kept joined)."""
@@ -135,7 +142,7 @@ class ArgumentsBuffer:
 
     def preview_due(self) -> bool:
         """Whether the text has grown enough since the last preview."""
-        return self.size >= self._next_preview
+        return self.size >= self.next_preview
 
     def preview(self) -> tuple[bool, object]:
         """A best-effort value of the text so far: ``(True, value)``, or ``(False, None)``.
@@ -143,7 +150,7 @@ class ArgumentsBuffer:
         Tries, in order: the text with an open value string closed; the text closed as is; the
         text cut back to the end of its last complete element and closed.
         """
-        self._next_preview = max(int(self.size * PREVIEW_GROWTH), self.size + 1)
+        self.next_preview = max(int(self.size * PREVIEW_GROWTH), self.size + 1)
         self._scan()
         text = self.text()
         if self._extra_at >= 0:

@@ -24,96 +24,153 @@ from streamproxy.core.errors import ProtocolError
 
 
 def read_chunk(assembler: Assembler, chunk: dict[str, Any]) -> None:
-    """Apply one parsed chunk; raises ``ProtocolError`` when it has the wrong shape."""
-    error = chunk.get("error")
-    if error is not None and "choices" not in chunk:
-        assembler.error({"error": error})
-        return
+    """Apply one parsed chunk; raises ``ProtocolError`` when it has the wrong shape.
+
+    Almost every chunk has one choice whose delta carries one piece of text or one argument
+    fragment, with no finish and no usage; that shape is applied here directly, and anything
+    else (or anything odd about it) goes through ``read_chunk_in_full``, which checks every field.
+    """
+    choices = chunk.get("choices")
+    if (
+        type(choices) is list
+        and len(choices) == 1
+        and assembler.is_started
+        and "error" not in chunk
+        and not chunk.get("usage")
+    ):
+        choice = choices[0]
+        if type(choice) is dict and not choice.get("finish_reason") and not choice.get("logprobs"):
+            delta = choice.get("delta")
+            index = choice.get("index", 0)
+            if type(delta) is dict and type(index) is int and index >= 0:
+                tool_calls = delta.get("tool_calls")
+                if tool_calls is not None:
+                    if (
+                        len(delta) == 1
+                        and type(tool_calls) is list
+                        and len(tool_calls) == 1
+                        and assembler.continue_call(index, tool_calls[0])
+                    ):
+                        return
+                else:
+                    text_key = None
+                    for key, value in delta.items():
+                        if value is None:
+                            continue
+                        if text_key is not None or type(value) is not str:
+                            text_key = None
+                            break
+                        text_key = key
+                    kind = _TEXT_KINDS.get(text_key) if text_key is not None else None
+                    if kind is not None:
+                        assembler.text(index, kind, delta[text_key])  # type: ignore[index]
+                        return
+    read_chunk_in_full(assembler, chunk)
+
+
+_TEXT_KINDS = {
+    "content": "content",
+    "reasoning_content": "reasoning",
+    "reasoning": "reasoning",
+    "refusal": "refusal",
+}
+
+
+def read_chunk_in_full(assembler: Assembler, chunk: dict[str, Any]) -> None:
+    """``read_chunk`` for any chunk, every field checked."""
+    if "error" in chunk and chunk["error"] is not None:
+        assembler.error({"error": chunk["error"]})
+        if "choices" not in chunk:
+            return
+    if not assembler.is_started:
+        _start(assembler, chunk)
+    choices = chunk.get("choices")
+    if choices:
+        if type(choices) is not list:
+            raise ProtocolError("chunk.choices is not a list")
+        for choice in choices:
+            _read_choice(assembler, choice)
+    elif choices is not None and type(choices) is not list:
+        raise ProtocolError("chunk.choices is not a list")
+    usage = chunk.get("usage")
+    if usage:
+        if type(usage) is not dict:
+            raise ProtocolError("chunk.usage is not an object")
+        assembler.usage(usage)
+
+
+def _start(assembler: Assembler, chunk: dict[str, Any]) -> None:
     created = chunk.get("created")
     assembler.start(
         "openai-chat",
         _string(chunk.get("id")),
         _string(chunk.get("model")),
-        created if isinstance(created, int) else 0,
+        created if type(created) is int else 0,
     )
     fingerprint = chunk.get("system_fingerprint")
     if isinstance(fingerprint, str) and fingerprint:
         assembler.system_fingerprint = fingerprint
-    if error is not None:
-        assembler.error({"error": error})
-    choices = chunk.get("choices")
-    if choices is not None:
-        if not isinstance(choices, list):
-            raise ProtocolError("chunk.choices is not a list")
-        for choice in choices:
-            _read_choice(assembler, choice)
-    usage = chunk.get("usage")
-    if usage:
-        if not isinstance(usage, dict):
-            raise ProtocolError("chunk.usage is not an object")
-        assembler.usage(usage)
 
 
 def _read_choice(assembler: Assembler, choice: object) -> None:
-    if not isinstance(choice, dict):
+    if type(choice) is not dict:
         raise ProtocolError("a choice is not an object")
     index = choice.get("index", 0)
-    if index is None:
+    if type(index) is not int or index < 0:
+        if index is not None:
+            raise ProtocolError(f"choice index {index!r} is not a non-negative integer")
         index = 0
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise ProtocolError(f"choice index {index!r} is not a non-negative integer")
     delta = choice.get("delta")
     if delta is not None:
-        if not isinstance(delta, dict):
+        if type(delta) is not dict:
             raise ProtocolError("choice.delta is not an object")
         if delta:
             _read_delta(assembler, index, delta)
     logprobs = choice.get("logprobs")
-    if logprobs and isinstance(logprobs, dict):
+    if logprobs and type(logprobs) is dict:
         assembler.extend_logprobs(index, logprobs)
     finish_reason = choice.get("finish_reason")
     if finish_reason:
-        if not isinstance(finish_reason, str):
+        if type(finish_reason) is not str:
             raise ProtocolError("finish_reason is not a string")
         assembler.finish(index, finish_reason)
 
 
 def _read_delta(assembler: Assembler, index: int, delta: dict[str, Any]) -> None:
-    role = delta.get("role")
-    if role and isinstance(role, str):
-        state = assembler.choice(index)
-        if state.role is None:
-            state.role = role
-    for key, kind in (("reasoning_content", "reasoning"), ("reasoning", "reasoning")):
-        text = delta.get(key)
-        if text is not None:
-            if not isinstance(text, str):
+    # one pass over the keys present: most deltas carry one or two
+    for key, value in delta.items():
+        if value is None:
+            continue
+        if key == "tool_calls":
+            if type(value) is not list:
+                raise ProtocolError("delta.tool_calls is not a list")
+            if len(value) == 1 and assembler.continue_call(index, value[0]):
+                continue
+            claimed: set[ToolCall] = set()
+            for tool_call in value:
+                _read_tool_call(assembler, index, tool_call, claimed)
+        elif key == "content":
+            if type(value) is str:
+                assembler.text(index, "content", value)
+            elif type(value) is list:
+                _read_content_parts(assembler, index, value)
+            else:
+                raise ProtocolError("delta.content is neither a string nor a list of parts")
+        elif key == "reasoning_content" or key == "reasoning":
+            if type(value) is not str:
                 raise ProtocolError(f"delta.{key} is not a string")
-            assembler.text(index, kind, text)
-    content = delta.get("content")
-    if content is not None:
-        if isinstance(content, str):
-            assembler.text(index, "content", content)
-        elif isinstance(content, list):
-            _read_content_parts(assembler, index, content)
-        else:
-            raise ProtocolError("delta.content is neither a string nor a list of parts")
-    refusal = delta.get("refusal")
-    if refusal is not None:
-        if not isinstance(refusal, str):
-            raise ProtocolError("delta.refusal is not a string")
-        assembler.text(index, "refusal", refusal)
-    details = delta.get("reasoning_details")
-    if isinstance(details, list) and details:
-        state = assembler.choice(index)
-        state.reasoning_details = (state.reasoning_details or []) + details
-    tool_calls = delta.get("tool_calls")
-    if tool_calls:
-        if not isinstance(tool_calls, list):
-            raise ProtocolError("delta.tool_calls is not a list")
-        claimed: set[ToolCall] = set()
-        for tool_call in tool_calls:
-            _read_tool_call(assembler, index, tool_call, claimed)
+            assembler.text(index, "reasoning", value)
+        elif key == "refusal":
+            if type(value) is not str:
+                raise ProtocolError("delta.refusal is not a string")
+            assembler.text(index, "refusal", value)
+        elif key == "role":
+            state = assembler.choice(index)
+            if state.role is None and type(value) is str and value:
+                state.role = value
+        elif key == "reasoning_details" and type(value) is list and value:
+            state = assembler.choice(index)
+            state.reasoning_details = (state.reasoning_details or []) + value
 
 
 def _read_content_parts(assembler: Assembler, index: int, parts: list[Any]) -> None:

@@ -46,6 +46,11 @@ class SSEMessage:
     retry: int | None = None
 
 
+# A dispatched event before decoding: (event type, data as UTF-8 bytes, last event id, retry).
+# ChatStream parses the bytes with orjson directly, which saves a decode per event.
+RawEvent = tuple[str, bytes, str | None, int | None]
+
+
 class SSEDecoder:
     """Incremental SSE decoder; feed bytes with ``feed``, finish with ``close``."""
 
@@ -55,10 +60,9 @@ class SSEDecoder:
         self._partial_size = 0
         self._skip_leading_lf = False  # the previous piece ended in "\r"
         self._at_start = True  # a BOM may still come
-        self._data: list[str] = []
+        self._data: list[bytes] = []
         self._data_size = 0
         self._event = ""
-        self._id: str | None = None
         self._last_id: str | None = None
         self._retry: int | None = None
         self.bytes_received = 0
@@ -71,6 +75,15 @@ class SSEDecoder:
 
     def feed(self, data: bytes) -> list[SSEMessage]:
         """Decode ``data``; return the events it completed (often none)."""
+        return [_message(raw) for raw in self.feed_raw(data)]
+
+    def close(self) -> tuple[list[SSEMessage], bool]:
+        """End of input: the events still to dispatch, and whether the input was cut mid-line."""
+        raw, is_truncated = self.close_raw()
+        return [_message(event) for event in raw], is_truncated
+
+    def feed_raw(self, data: bytes) -> list[RawEvent]:
+        """``feed``, with each event's data left as UTF-8 bytes."""
         if not data:
             return []
         self.bytes_received += len(data)
@@ -78,83 +91,121 @@ class SSEDecoder:
             self._skip_leading_lf = False
             if data[:1] == b"\n":
                 data = data[1:]
+                if not data:
+                    return []
         if self._at_start:
             head = b"".join(self._partial) + data
             if len(head) < len(_BOM) and _BOM.startswith(head):
                 self._partial, self._partial_size = [head], len(head)
                 return []
             self._at_start = False
-            if self._partial:
-                data, self._partial, self._partial_size = head, [], 0
-            if data.startswith(_BOM):
-                data = data[len(_BOM) :]
-        messages: list[SSEMessage] = []
-        lines = data.splitlines(keepends=True)
-        last = len(lines) - 1
-        for number, line in enumerate(lines):
-            if number == last and not line.endswith((b"\n", b"\r")):
-                self._partial.append(line)
-                self._partial_size += len(line)
-                if self._partial_size > self._max_event_size:
-                    raise LimitExceededError("an SSE line", self._max_event_size)
-                break
-            if self._partial:
-                self._partial.append(line)
-                line = b"".join(self._partial)
-                self._partial, self._partial_size = [], 0
-            if line.endswith(b"\r\n"):
-                line = line[:-2]
+            self._partial, self._partial_size = [], 0
+            data = head[len(_BOM) :] if head.startswith(_BOM) else head
+        if b"\r" in data:
+            return self._feed_lines(data)
+        boundary = data.find(b"\n\n")
+        if boundary < 0:
+            return self._feed_lines(data)
+        # Up to the first blank line, the line-by-line path; after it no event is pending, so
+        # whole events can be cut at blank lines, and a one-line data event taken as is.
+        events = self._feed_lines(data[: boundary + 2])
+        blocks = data[boundary + 2 :].split(b"\n\n")
+        rest = blocks.pop()
+        for block in blocks:
+            if block.startswith(b"data:") and b"\n" not in block:
+                value = block[6:] if block[5:6] == b" " else block[5:]
+                if len(value) >= self._max_event_size:
+                    raise LimitExceededError("an SSE event", self._max_event_size)
+                if value:
+                    events.append((self._event, value, self._last_id, self._retry))
+                    self._retry = None
+                self._event = ""
             else:
-                if line.endswith(b"\r"):
-                    self._skip_leading_lf = number == last
-                line = line[:-1]
-            message = self._process_line(line)
-            if message is not None:
-                messages.append(message)
-        return messages
+                events += self._feed_lines(block + b"\n\n")
+        if rest:
+            events += self._feed_lines(rest)
+        return events
 
-    def close(self) -> tuple[list[SSEMessage], bool]:
-        """End of input: the events still to dispatch, and whether the input was cut mid-line."""
+    def _feed_lines(self, data: bytes) -> list[RawEvent]:
+        """Decode ``data`` line by line (the general path: any line ends, any state)."""
+        if b"\r" in data:
+            lines = data.splitlines()
+            if data.endswith(b"\r"):
+                self._skip_leading_lf = True
+            tail = b"" if data.endswith((b"\n", b"\r")) else lines.pop()
+        else:
+            lines = data.split(b"\n")
+            tail = lines.pop()
+        if self._partial and lines:
+            self._partial.append(lines[0])
+            lines[0] = b"".join(self._partial)
+            self._partial, self._partial_size = [], 0
+        events: list[RawEvent] = []
+        data_lines = self._data
+        for line in lines:
+            if line.startswith(b"data:"):
+                value = line[6:] if line[5:6] == b" " else line[5:]
+                self._data_size += len(value) + 1
+                if self._data_size > self._max_event_size:
+                    raise LimitExceededError("an SSE event", self._max_event_size)
+                data_lines.append(value)
+            elif not line:
+                if data_lines:
+                    joined = data_lines[0] if len(data_lines) == 1 else b"\n".join(data_lines)
+                    data_lines.clear()
+                    self._data_size = 0
+                    if joined:
+                        events.append((self._event, joined, self._last_id, self._retry))
+                        self._retry = None
+                self._event = ""
+            elif line[0] == 58:  # ":" starts a comment
+                self.comments_received += 1
+            else:
+                self._process_field(line)
+        if tail:
+            self._partial.append(tail)
+            self._partial_size += len(tail)
+            if self._partial_size > self._max_event_size:
+                raise LimitExceededError("an SSE line", self._max_event_size)
+        return events
+
+    def close_raw(self) -> tuple[list[RawEvent], bool]:
+        """``close``, with each event's data left as UTF-8 bytes."""
         is_truncated = bool(self._partial)
         self._partial, self._partial_size = [], 0
-        messages: list[SSEMessage] = []
+        events: list[RawEvent] = []
         if not is_truncated and self._data:
-            message = self._dispatch()
-            if message is not None:
-                messages.append(message)
-        self._data, self._data_size = [], 0
-        return messages, is_truncated
+            self._dispatch(events)
+        self._data.clear()
+        self._data_size = 0
+        return events, is_truncated
 
-    def _process_line(self, raw: bytes) -> SSEMessage | None:
-        if not raw:
-            return self._dispatch()
-        if raw[:1] == b":":
-            self.comments_received += 1
-            return None
+    def _process_field(self, raw: bytes) -> None:
         line = raw.decode("utf-8", errors="replace")
         field, colon, value = line.partition(":")
         if colon and value[:1] == " ":
             value = value[1:]
-        if field == "data":
-            self._data_size += len(value) + 1
-            if self._data_size > self._max_event_size:
-                raise LimitExceededError("an SSE event", self._max_event_size)
-            self._data.append(value)
-        elif field == "event":
+        if field == "event":
             self._event = value
         elif field == "id":
             if "\x00" not in value:
                 self._last_id = value
         elif field == "retry" and value.isdigit():
             self._retry = int(value)
-        return None
+        elif field == "data":  # "data" with no colon: an empty data line
+            self._data.append(b"")
+            self._data_size += 1
 
-    def _dispatch(self) -> SSEMessage | None:
-        data = "\n".join(self._data)
-        self._data, self._data_size = [], 0
+    def _dispatch(self, events: list[RawEvent]) -> None:
+        data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+        self._data.clear()
+        self._data_size = 0
         event, self._event = self._event, ""
-        if not data:
-            return None
-        message = SSEMessage(event, data, self._last_id, self._retry)
-        self._retry = None
-        return message
+        if data:
+            events.append((event, data, self._last_id, self._retry))
+            self._retry = None
+
+
+def _message(raw: RawEvent) -> SSEMessage:
+    event, data, id, retry = raw
+    return SSEMessage(event, data.decode("utf-8", errors="replace"), id, retry)

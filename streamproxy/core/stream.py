@@ -31,9 +31,10 @@ from streamproxy.core.limits import Limits
 from streamproxy.core.openai_chat import read_chunk
 from streamproxy.core.result import build_completion, build_message
 from streamproxy.core.schema import SchemaSource, ToolSchemas
-from streamproxy.core.sse import SSEDecoder, SSEMessage
+from streamproxy.core.sse import RawEvent, SSEDecoder
 
-DONE_MARK = "[DONE]"
+DONE_MARK = b"[DONE]"
+_STREAMING = StreamState.STREAMING
 
 
 class ChatStream:
@@ -64,8 +65,8 @@ class ChatStream:
         """Feed raw SSE bytes; return the events they completed."""
         self._check_open()
         try:
-            for message in self._decoder.feed(data):
-                self._receive_message(message)
+            for raw in self._decoder.feed_raw(data):
+                self._receive_raw(raw)
         except ProtocolError as error:
             self._assembler.break_stream(str(error))
             raise
@@ -95,9 +96,9 @@ class ChatStream:
         is_truncated = False
         if assembler.state is not StreamState.ERROR:
             try:
-                messages, is_truncated = self._decoder.close()
-                for message in messages:
-                    self._receive_message(message)
+                raws, is_truncated = self._decoder.close_raw()
+                for raw in raws:
+                    self._receive_raw(raw)
             except ProtocolError as error:
                 assembler.break_stream(str(error))
         assembler.end(is_truncated=is_truncated)
@@ -152,37 +153,55 @@ class ChatStream:
         self._assembler.events = []
         return events
 
-    def _receive_message(self, message: SSEMessage) -> None:
-        data = message.data
+    def _receive_raw(self, raw: RawEvent) -> None:
+        event, data = raw[0], raw[1]
         if data == DONE_MARK:
             self._assembler.end_mark()
             return
         try:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise ProtocolError(f"an SSE event's data is not JSON: {data[:80]!r}") from None
-        if not isinstance(payload, dict):
+            # WHATWG decodes invalid UTF-8 as U+FFFD before anything reads the data
+            text = data.decode("utf-8", errors="replace")
+            try:
+                payload = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                raise ProtocolError(f"an SSE event's data is not JSON: {text[:80]!r}") from None
+        if type(payload) is not dict:
             raise ProtocolError(f"an SSE event's data is not a JSON object: {data[:80]!r}")
-        self._receive_payload(payload, message.event)
+        if (
+            not event
+            and self._assembler.state is _STREAMING
+            and self.dialect == "openai-chat"
+            and "type" not in payload
+        ):
+            read_chunk(self._assembler, payload)  # the common case, without the checks below
+        else:
+            self._receive_payload(payload, event)
 
     def _receive_payload(self, payload: dict[str, Any], event: str) -> None:
         assembler = self._assembler
-        if assembler.state is StreamState.ENDED_MARK:
-            if payload.get("type") != "message_stop":
-                assembler.events.append(_late_payload_warning(payload))
-            return
-        assembler.move(StreamInput.PAYLOAD)
-        if event == "error" or (payload.get("type") == "error" and "choices" not in payload):
+        if assembler.state is not StreamState.STREAMING:
+            if assembler.state is StreamState.ENDED_MARK:
+                if payload.get("type") != "message_stop":
+                    assembler.events.append(_late_payload_warning(payload))
+                return
+            assembler.move(StreamInput.PAYLOAD)
+        if event:
+            if event == "error":
+                assembler.error(payload if "error" in payload else {"error": payload})
+                return
+        elif "type" in payload and payload["type"] == "error" and "choices" not in payload:
             assembler.error(payload if "error" in payload else {"error": payload})
             return
         if self.dialect is None:
             self.dialect = _detect_dialect(payload, event)
-        if self.dialect == "anthropic-messages":
+        if self.dialect == "openai-chat":
+            read_chunk(assembler, payload)
+        else:
             if self._anthropic is None:
                 self._anthropic = AnthropicReader(assembler)
             self._anthropic.read(payload)
-        else:
-            read_chunk(assembler, payload)
 
 
 def _detect_dialect(payload: Mapping[str, Any], event: str) -> Dialect:
