@@ -21,6 +21,7 @@ never decides anything (langchain-ai/langchain#39275: a lenient final parse flip
 
 from __future__ import annotations
 
+import json
 import re
 
 import orjson
@@ -30,11 +31,23 @@ import orjson
 PREVIEW_FIRST_SIZE = 16
 PREVIEW_GROWTH = 1.5
 
+# orjson reads integers beyond 64 bits as floats, silently; a value with 19 digits or more in a
+# row is read again by the standard library, which keeps integers exact.
+_LONG_DIGITS = re.compile(r"\d{19}")
+
 _NEXT_TOKEN = re.compile(r'[{}\[\]",:]|[^\s{}\[\]",:]+')
 _STRING_STOP = re.compile(r'["\\]')
 _OPEN_ESCAPE_TAIL = re.compile(r"\\u[0-9a-fA-F]{0,3}$")
 BLANK = " \t\r\n"  # JSON whitespace
 _BLANK = BLANK
+
+
+def parse_json(text: str) -> object:
+    """Strict, exact JSON: one value, no NaN or trailing data; raises ``orjson.JSONDecodeError``."""
+    value = orjson.loads(text)
+    if _LONG_DIGITS.search(text) is None:
+        return value
+    return json.loads(text)
 
 
 class ArgumentsBuffer:
@@ -118,7 +131,7 @@ class ArgumentsBuffer:
         if fragment.strip(_BLANK) == text.strip(_BLANK):
             return True
         try:
-            return bool(orjson.loads(fragment) == orjson.loads(text))
+            return bool(parse_json(fragment) == parse_json(text))
         except orjson.JSONDecodeError:
             return False
 
@@ -170,7 +183,7 @@ class ArgumentsBuffer:
             candidates.append(text[: self._safe_end] + closers)
         for candidate in candidates:
             try:
-                return True, orjson.loads(candidate)
+                return True, parse_json(candidate)
             except orjson.JSONDecodeError:
                 continue
         return False, None

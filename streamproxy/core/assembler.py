@@ -84,7 +84,7 @@ from dataclasses import dataclass, field, fields
 import orjson
 
 from streamproxy.core.arguments import BLANK as _BLANK
-from streamproxy.core.arguments import ArgumentsBuffer
+from streamproxy.core.arguments import ArgumentsBuffer, parse_json
 from streamproxy.core.errors import LimitExceededError, ProtocolError
 from streamproxy.core.events import (
     ChoiceFinished,
@@ -608,7 +608,7 @@ class Assembler:
         if not text.strip():
             text = "{}"
         try:
-            value = orjson.loads(text)
+            value = parse_json(text)
         except orjson.JSONDecodeError as error:
             problem = call.arguments.describe_incomplete() or f"not valid JSON: {error}"
             kind: InvalidKind = "truncated" if call.arguments.is_cut_off() else "invalid_json"

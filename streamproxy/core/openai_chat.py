@@ -63,7 +63,7 @@ def read_chunk(assembler: Assembler, chunk: dict[str, Any]) -> None:
                         text_key = key
                     kind = _TEXT_KINDS.get(text_key) if text_key is not None else None
                     if kind is not None:
-                        assembler.text(index, kind, delta[text_key])  # type: ignore[index]
+                        assembler.text(index, kind, delta[text_key])
                         return
     read_chunk_in_full(assembler, chunk)
 

@@ -14,6 +14,7 @@ ALLOWED_ROOTS = {
     "dataclasses",
     "enum",
     "hashlib",
+    "json",
     "re",
     "typing",
     "orjson",

@@ -669,6 +669,19 @@ def test_lenient_json_is_refused_by_the_strict_parse() -> None:
         )
 
 
+def test_integers_beyond_64_bits_stay_exact() -> None:
+    # orjson alone would turn 18446744073709551616 into a float and lose the last digits
+    arguments = '{"id": 123456789012345678901234567890, "n": -9223372036854775809}'
+    body = sse(
+        tool_chunk(call_delta(index=0, id="c1", name="f", arguments=arguments)),
+        chunk(finish="tool_calls"),
+    )
+    events, _ = feed(body)
+    assert ready_calls(events) == [
+        ("c1", "f", {"id": 123456789012345678901234567890, "n": -9223372036854775809})
+    ]
+
+
 def test_arguments_over_the_limit_are_invalid_and_dropped() -> None:
     from streamproxy.core import Limits
 
