@@ -504,12 +504,12 @@ from 10 KB to 1 MB.
 """
 
 
-def assembler_section(rows: list[Row]) -> str:
+def assembler_section(rows: list[Row], setting: str, commit: str) -> str:
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     return (
         ASSEMBLER_METHOD
         + f"\n### Results ({date})\n\n"
-        + f"Machine: {machine()}. Commit: {revision()}.\n\n"
+        + f"Machine: {setting}. Commit measured: {commit}.\n\n"
         + markdown_table(rows)
         + "\n\n"
         + "\n".join(verdicts(rows))
@@ -701,7 +701,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.profile:
         profile(options.profile, previews=not options.no_previews)
         return 0
-    print(f"# {machine()}; commit {revision()}")
+    commit = revision()  # before the run: the code imported is the code of this moment
+    setting = machine()
+    print(f"# {setting}; commit {commit}")
     print("# " + " | ".join(COLUMNS))
     rows: list[Row] = []
     inputs: list[Callable[[], SyntheticStream]] = [
@@ -718,7 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print("\n".join(verdicts(rows)))
     if options.write:
-        write_readme(assembler_section(rows))
+        write_readme(assembler_section(rows, setting, commit))
         print(f"\nwrote {README.relative_to(ROOT)}")
     return 0
 
