@@ -10,6 +10,10 @@ does the only interaction of a one-interaction cassette.
 the messages after the last user message. It lets a demo answer whatever the user typed, with
 round 1 for the first request and round 2 once a tool result follows.
 
+:func:`match_messages` matches on the conversation alone (roles, texts, reasoning, tool calls and
+results) and ignores every other field, for a cassette that answers a proxy which adds its own
+``tools`` and ``stream_options`` to what the client sent.
+
 A matcher is any callable ``(request, interactions) -> Interaction | None``. The
 :class:`Player` hands it the interactions in play order (those not played yet, in recorded order,
 then those already played, least recently played first), so returning the first acceptable one
@@ -93,7 +97,66 @@ def match_turn(request: RecordedRequest, interactions: Sequence[Interaction]) ->
     return None
 
 
-MATCHERS: dict[str, Matcher] = {"request": match_request, "turn": match_turn}
+def conversation(body: object) -> bytes | None:
+    """The conversation in a request body, as canonical bytes (None when there is none).
+
+    Per message: its role, text (``null`` and absent count as ``""``), reasoning, the call it
+    answers, and its tool calls as (id, name, arguments). Every other field is left out.
+    """
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list):
+        return None
+    shape: list[object] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            shape.append(message)
+            continue
+        calls = []
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") if isinstance(call, dict) else None
+            function = function if isinstance(function, dict) else {}
+            identifier = call.get("id") if isinstance(call, dict) else None
+            calls.append([identifier, function.get("name"), function.get("arguments")])
+        shape.append(
+            [
+                message.get("role"),
+                message.get("content") or "",
+                message.get("reasoning_content") or "",
+                message.get("tool_call_id"),
+                calls,
+            ]
+        )
+    return orjson.dumps(shape, option=orjson.OPT_SORT_KEYS)
+
+
+def match_messages(
+    request: RecordedRequest, interactions: Sequence[Interaction]
+) -> Interaction | None:
+    """Match on method, path and the conversation only (see :func:`conversation`).
+
+    Every other body field (``model``, ``tools``, ``stream_options``...) is ignored, so a
+    cassette written for the conversation answers a proxy that adds its own tools and options,
+    while a wrong tool result or a changed argument still finds no match.
+    """
+    wanted = conversation(request.body)
+    for interaction in interactions:
+        recorded = interaction.request
+        if recorded is None:
+            return interaction
+        if (
+            recorded.method == request.method
+            and normalise_path(recorded.path) == normalise_path(request.path)
+            and conversation(recorded.body) == wanted
+        ):
+            return interaction
+    return None
+
+
+MATCHERS: dict[str, Matcher] = {
+    "request": match_request,
+    "turn": match_turn,
+    "messages": match_messages,
+}
 
 
 class Player:

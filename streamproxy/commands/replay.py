@@ -39,7 +39,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--match",
         choices=sorted(MATCHERS),
         default="request",
-        help="'request': method, path and body (default); 'turn': the conversation's shape only",
+        help=(
+            "'request': method, path and body (default); 'turn': the conversation's shape only; "
+            "'messages': the conversation's messages only (other fields ignored)"
+        ),
     )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
     add_fault_arguments(parser)

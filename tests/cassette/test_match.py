@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from streamproxy.cassette import Cassette, Interaction, Player, RecordedRequest, match_turn
-from streamproxy.cassette.match import conversation_turn, normalise_path
+from streamproxy.cassette.match import conversation_turn, match_messages, normalise_path
 from streamproxy.core.errors import CassetteError
 
 from .conftest import sse_cassette
@@ -139,3 +139,28 @@ def test_a_custom_matcher_gets_the_interactions_in_play_order() -> None:
     player = Player(cassette, matcher=first_unplayed)
     assert [_played(player, _request({})) for _ in range(4)] == [0, 1, 2, 0]
     assert orders[:2] == [[0, 1, 2], [1, 2, 0]]
+
+
+def test_match_messages_ignores_other_fields_but_not_the_conversation() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    conversation = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "result 1"},
+    ]
+    cassette = _cassette([{"model": "m", "messages": conversation[:1]}, {"messages": conversation}])
+    player = Player(cassette, matcher=match_messages)
+    # a proxy in between adds tools and options, and writes content "" for null: still a match
+    sent = [conversation[0], {**conversation[1], "content": ""}, conversation[2]]
+    extra = {"model": "other", "tools": [{"type": "function"}], "stream_options": {}}
+    assert _played(player, _request({**extra, "messages": sent})) == 1
+    assert _played(player, _request({"messages": conversation[:1], "stream": True})) == 0
+    wrong_result = [*sent[:2], {**conversation[2], "content": "result 2"}]
+    wrong_arguments = [
+        sent[0],
+        {**sent[1], "tool_calls": [{**call, "function": {"name": "f", "arguments": "{}"}}]},
+        sent[2],
+    ]
+    for messages in (wrong_result, wrong_arguments):
+        with pytest.raises(CassetteError):
+            player.select(_request({"messages": messages}))
