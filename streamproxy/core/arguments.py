@@ -26,9 +26,10 @@ import re
 
 import orjson
 
-# The first preview comes after this many characters, then each after the text grew by
+# The first preview comes after this many characters (a shorter call is over before a UI could
+# show it), then each after the text grew by
 # PREVIEW_GROWTH; 1.5 keeps previews frequent on small calls and the total parse work under 3n.
-PREVIEW_FIRST_SIZE = 16
+PREVIEW_FIRST_SIZE = 64
 PREVIEW_GROWTH = 1.5
 
 # orjson reads integers beyond 64 bits as floats, silently; a value with 19 digits or more in a

@@ -170,6 +170,7 @@ class ToolCall:
     has_upstream_id: bool = False
     is_started: bool = False
     is_streaming: bool = False  # started and still open: fragments may take the fast path
+    check_at: int = 0  # arguments size at which to check the limit or preview next
     final_arguments: str | None = None
     extra_content: dict[str, object] | None = None
 
@@ -304,17 +305,13 @@ class Assembler:
                 return False
         buffer = call.arguments
         buffer.append(fragment)
-        if buffer.size > self.limits.max_arguments_size:
-            buffer.clear()
-            self._invalidate(
-                call,
-                "too_large",
-                f"the arguments exceed the limit of {self.limits.max_arguments_size} characters",
-            )
-            return True
-        self.events.append(_new_arguments_delta(call.choice, call.id, fragment))
-        if self.previews and buffer.size >= buffer.next_preview:
-            self._preview(call)
+        event = _new_event(ToolCallArgumentsDelta)  # _new_arguments_delta, without its frame
+        _set_delta_choice(event, call.choice)
+        _set_delta_id(event, call.id)
+        _set_delta_fragment(event, fragment)
+        self.events.append(event)
+        if buffer.size >= call.check_at:
+            self._check_arguments(call)
         return True
 
     def tool_delta(
@@ -539,27 +536,32 @@ class Assembler:
             self._warn_duplicate(call)
             return
         buffer.append(fragment)
-        if buffer.size > self.limits.max_arguments_size:
+        if not call.is_started:
+            if buffer.size > self.limits.max_arguments_size:
+                self._check_arguments(call)
+            return
+        self.events.append(_new_arguments_delta(call.choice, call.id, fragment))
+        if buffer.size >= call.check_at:
+            self._check_arguments(call)
+
+    def _check_arguments(self, call: ToolCall) -> None:
+        """The arguments reached ``call.check_at``: enforce the size limit, or preview."""
+        buffer = call.arguments
+        limit = self.limits.max_arguments_size
+        if buffer.size > limit:
             buffer.clear()
             self._invalidate(
-                call,
-                "too_large",
-                f"the arguments exceed the limit of {self.limits.max_arguments_size} characters",
+                call, "too_large", f"the arguments exceed the limit of {limit} characters"
             )
             return
-        if call.is_started:
-            self.events.append(_new_arguments_delta(call.choice, call.id, fragment))
-            if self.previews and buffer.size >= buffer.next_preview:
-                self._preview(call)
-
-    def _preview(self, call: ToolCall) -> None:
-        is_parsed, value = call.arguments.preview()
-        if is_parsed:
-            self.events.append(
-                ToolCallPreview(
-                    choice=call.choice, id=call.id, value=value, size=call.arguments.size
+        if self.previews and buffer.size >= buffer.next_preview:
+            is_parsed, value = buffer.preview()
+            if is_parsed:
+                self.events.append(
+                    ToolCallPreview(choice=call.choice, id=call.id, value=value, size=buffer.size)
                 )
-            )
+        next_preview = buffer.next_preview if self.previews else limit + 1
+        call.check_at = min(next_preview, limit + 1)
 
     def _warn_duplicate(self, call: ToolCall) -> None:
         self.events.append(
@@ -662,7 +664,7 @@ def _fast_constructor(cls: type[Event]) -> Callable[..., Event]:
     descriptors' ``__set__``, which a frozen dataclass's ``__setattr__`` guard does not see. The
     result is the same immutable, comparable event the public constructor makes.
     """
-    setters = [getattr(cls, field.name).__set__ for field in fields(cls)]
+    setters = [vars(cls)[field.name].__set__ for field in fields(cls)]
     new = object.__new__
     if len(setters) == 2:
         first, second = setters
@@ -692,6 +694,10 @@ _TEXT_EVENTS = {
     "refusal": _fast_constructor(RefusalDelta),
 }
 _new_arguments_delta = _fast_constructor(ToolCallArgumentsDelta)
+_new_event = object.__new__
+_set_delta_choice, _set_delta_id, _set_delta_fragment = (
+    vars(ToolCallArgumentsDelta)[name].__set__ for name in ("choice", "id", "fragment")
+)
 
 
 def error_message(error: dict[str, object]) -> str:

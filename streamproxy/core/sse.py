@@ -75,15 +75,20 @@ class SSEDecoder:
 
     def feed(self, data: bytes) -> list[SSEMessage]:
         """Decode ``data``; return the events it completed (often none)."""
-        return [_message(raw) for raw in self.feed_raw(data)]
+        return [self._message(raw) for raw in self.feed_raw(data)]
 
     def close(self) -> tuple[list[SSEMessage], bool]:
         """End of input: the events still to dispatch, and whether the input was cut mid-line."""
         raw, is_truncated = self.close_raw()
-        return [_message(event) for event in raw], is_truncated
+        return [self._message(event) for event in raw], is_truncated
 
-    def feed_raw(self, data: bytes) -> list[RawEvent]:
-        """``feed``, with each event's data left as UTF-8 bytes."""
+    def feed_raw(self, data: bytes) -> list[bytes | RawEvent]:
+        """``feed``, with each event's data left as UTF-8 bytes.
+
+        An event with no ``event:`` name is given as its data alone (``bytes``); any other as a
+        ``RawEvent`` tuple. Splitting whole one-line events this way costs no Python work per
+        event, which is most of the decoder's cost on a fast stream.
+        """
         if not data:
             return []
         self.bytes_received += len(data)
@@ -102,26 +107,34 @@ class SSEDecoder:
             self._partial, self._partial_size = [], 0
             data = head[len(_BOM) :] if head.startswith(_BOM) else head
         if b"\r" in data:
-            return self._feed_lines(data)
+            return list(self._feed_lines(data))
         boundary = data.find(b"\n\n")
         if boundary < 0:
-            return self._feed_lines(data)
-        # Up to the first blank line, the line-by-line path; after it no event is pending, so
-        # whole events can be cut at blank lines, and a one-line data event taken as is.
-        events = self._feed_lines(data[: boundary + 2])
-        blocks = data[boundary + 2 :].split(b"\n\n")
-        rest = blocks.pop()
-        for block in blocks:
-            if block.startswith(b"data:") and b"\n" not in block:
-                value = block[6:] if block[5:6] == b" " else block[5:]
-                if len(value) >= self._max_event_size:
-                    raise LimitExceededError("an SSE event", self._max_event_size)
-                if value:
-                    events.append((self._event, value, self._last_id, self._retry))
-                    self._retry = None
-                self._event = ""
+            return list(self._feed_lines(data))
+        # Up to the first blank line, the line-by-line path. After it no event is pending, so the
+        # complete events that follow can be cut at blank lines; when every one of them is a
+        # single "data: " line (each line feed belongs to a blank-line separator followed by
+        # "data: "), their payloads are cut out in one pass, with no per-event work in Python.
+        events: list[bytes | RawEvent] = list(self._feed_lines(data[: boundary + 2]))
+        remaining = data[boundary + 2 :]
+        end = remaining.rfind(b"\n\n")
+        if end < 0:
+            rest = remaining
+        else:
+            complete, rest = remaining[:end], remaining[end + 2 :]
+            if (
+                complete.startswith(b"data: ")
+                and complete.count(b"\n") == 2 * complete.count(b"\n\ndata: ")
+                and len(complete) < self._max_event_size
+                and self._retry is None
+            ):
+                payloads = complete[6:].split(b"\n\ndata: ")
+                if b"" in payloads:
+                    payloads = [payload for payload in payloads if payload]
+                events += payloads
             else:
-                events += self._feed_lines(block + b"\n\n")
+                for block in complete.split(b"\n\n"):
+                    events += self._feed_lines(block + b"\n\n")
         if rest:
             events += self._feed_lines(rest)
         return events
@@ -180,6 +193,12 @@ class SSEDecoder:
         self._data_size = 0
         return events, is_truncated
 
+    def _message(self, raw: bytes | RawEvent) -> SSEMessage:
+        if isinstance(raw, bytes):
+            return SSEMessage("", raw.decode("utf-8", errors="replace"), self._last_id, None)
+        event, data, id, retry = raw
+        return SSEMessage(event, data.decode("utf-8", errors="replace"), id, retry)
+
     def _process_field(self, raw: bytes) -> None:
         line = raw.decode("utf-8", errors="replace")
         field, colon, value = line.partition(":")
@@ -204,8 +223,3 @@ class SSEDecoder:
         if data:
             events.append((event, data, self._last_id, self._retry))
             self._retry = None
-
-
-def _message(raw: RawEvent) -> SSEMessage:
-    event, data, id, retry = raw
-    return SSEMessage(event, data.decode("utf-8", errors="replace"), id, retry)

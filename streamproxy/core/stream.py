@@ -64,11 +64,25 @@ class ChatStream:
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed raw SSE bytes; return the events they completed."""
         self._check_open()
+        assembler = self._assembler
         try:
             for raw in self._decoder.feed_raw(data):
+                # the common case inline: a plain data event holding a chat chunk mid-stream
+                if type(raw) is bytes and raw != DONE_MARK and assembler.state is _STREAMING:
+                    try:
+                        payload = orjson.loads(raw)
+                    except orjson.JSONDecodeError:
+                        payload = None
+                    if (
+                        type(payload) is dict
+                        and self.dialect == "openai-chat"
+                        and "type" not in payload
+                    ):
+                        read_chunk(assembler, payload)
+                        continue
                 self._receive_raw(raw)
         except ProtocolError as error:
-            self._assembler.break_stream(str(error))
+            assembler.break_stream(str(error))
             raise
         return self._drain()
 
@@ -153,8 +167,11 @@ class ChatStream:
         self._assembler.events = []
         return events
 
-    def _receive_raw(self, raw: RawEvent) -> None:
-        event, data = raw[0], raw[1]
+    def _receive_raw(self, raw: bytes | RawEvent) -> None:
+        if isinstance(raw, bytes):
+            event, data = "", raw
+        else:
+            event, data = raw[0], raw[1]
         if data == DONE_MARK:
             self._assembler.end_mark()
             return
