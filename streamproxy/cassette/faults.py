@@ -6,13 +6,22 @@ order, every byte offset counting bytes of the body *as recorded*:
 
 1. ``cut_at=N``: the body ends cleanly after N bytes (EOF mid-event or mid-tool-call).
 2. ``drop_at=N``: N bytes are sent, then the connection is dropped (a transport error).
-3. ``error_after=E``: after E SSE events (or all of them, if fewer) an in-band error frame
+3. ``garbage_at=N`` with ``garbage_size``: that many random bytes are inserted before byte N
+   (a proxy or a broken gateway corrupting the stream); the body goes on after them.
+4. ``huge_event=S``: one extra SSE event of S bytes (a content delta) after the first event,
+   for testing the event size limit.
+5. ``error_after=E``: after E SSE events (or all of them, if fewer) an in-band error frame
    ``data: {"error": {...}}`` is sent and the body ends there (no ``[DONE]``).
-4. ``stall_at=N`` with ``stall_seconds``: the bytes before N arrive, then nothing for that long.
-5. ``keepalive=P``: before each SSE event, with probability P, a ``: keep-alive`` comment.
-6. ``resplit=K``: the body is cut again at random byte boundaries into pieces of 1..K bytes
+6. ``stall_at=N`` with ``stall_seconds``: the bytes before N arrive, then nothing for that long.
+7. ``keepalive=P``: before each SSE event, with probability P, a ``: keep-alive`` comment.
+8. ``resplit=K``: the body is cut again at random byte boundaries into pieces of 1..K bytes
    (original chunk boundaries are forgotten).
-7. ``coalesce=K``: runs of 1..K consecutive pieces are merged into one.
+9. ``coalesce=K``: runs of 1..K consecutive pieces are merged into one.
+
+``status=CODE`` replaces the whole response instead: that status, ``content-type:
+application/json`` and an OpenAI-shaped error body (:func:`status_error_body`), with a
+``Retry-After`` header when ``retry_after`` is set. ``status=200`` is a JSON error body under a
+success status, as some gateways send. The other faults do not apply to it.
 
 All randomness comes from ``random.Random(seed)``, created afresh for each response, so the same
 seed gives the same delivery every time.
@@ -32,6 +41,7 @@ import orjson
 from streamproxy.cassette.format import Chunk
 
 KEEPALIVE_COMMENT = b": keep-alive\n\n"
+_MIN_HUGE_EVENT = 128
 DEFAULT_ERROR_MESSAGE = "injected fault: upstream error in the middle of the stream"
 
 # A blank line ends an SSE event (WHATWG "event stream interpretation": CRLF, LF or CR).
@@ -52,9 +62,14 @@ class Faults:
     keepalive: float = 0.0
     resplit: int | None = None
     coalesce: int | None = None
+    garbage_at: int | None = None
+    garbage_size: int = 32
+    huge_event: int | None = None
+    status: int | None = None
+    retry_after: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("cut_at", "drop_at", "error_after", "stall_at"):
+        for name in ("cut_at", "drop_at", "error_after", "stall_at", "garbage_at"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, not {value}")
@@ -66,6 +81,14 @@ class Faults:
             raise ValueError(f"keepalive is a probability in [0, 1], not {self.keepalive}")
         if self.stall_seconds < 0:
             raise ValueError(f"stall_seconds must be >= 0, not {self.stall_seconds}")
+        if self.garbage_size < 1:
+            raise ValueError(f"garbage_size must be >= 1, not {self.garbage_size}")
+        if self.huge_event is not None and self.huge_event < _MIN_HUGE_EVENT:
+            raise ValueError(f"huge_event must be >= {_MIN_HUGE_EVENT}, not {self.huge_event}")
+        if self.status is not None and not 100 <= self.status <= 599:
+            raise ValueError(f"status must be an HTTP status (100-599), not {self.status}")
+        if self.retry_after is not None and self.retry_after < 0:
+            raise ValueError(f"retry_after must be >= 0, not {self.retry_after}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +112,46 @@ class Delivery:
         return b"".join(piece.data for piece in self.pieces)
 
 
+# The error ``type`` OpenAI-compatible APIs send with each status (DeepSeek documents 400, 401,
+# 402, 422, 429, 500 and 503).
+_STATUS_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_balance",
+    403: "permission_error",
+    404: "not_found_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+}
+
+
+def status_error_body(status: int) -> bytes:
+    """The JSON error body sent with ``status=CODE``: ``{"error": {"message", "type", ...}}``."""
+    error = {
+        "message": f"injected fault: the upstream answered {status}",
+        "type": _STATUS_ERROR_TYPES.get(status, "server_error"),
+        "param": None,
+        "code": "injected_fault",
+    }
+    return orjson.dumps({"error": error})
+
+
+def status_headers(faults: Faults) -> list[tuple[str, str]]:
+    """The headers sent with ``status=CODE`` (content type, and ``Retry-After`` when set)."""
+    headers = [("content-type", "application/json")]
+    if faults.retry_after is not None:
+        headers.append(("retry-after", f"{faults.retry_after:g}"))
+    return headers
+
+
+def huge_event_frame(size: int) -> bytes:
+    """A well-formed content-delta event of exactly ``size`` bytes."""
+    head = b'data: {"choices":[{"index":0,"delta":{"content":"'
+    tail = b'"},"finish_reason":null}]}\n\n'
+    return head + b"x" * (size - len(head) - len(tail)) + tail
+
+
 def error_frame(message: str) -> bytes:
     """The in-band error event an OpenAI-compatible upstream sends inside a 200 stream."""
     error = {"error": {"message": message, "type": "server_error", "code": "injected_fault"}}
@@ -107,6 +170,12 @@ def plan_delivery(chunks: Sequence[Chunk], faults: Faults | None = None) -> Deli
     if faults.drop_at is not None:
         pieces, rest = _split_at(pieces, faults.drop_at)
         is_dropped = True
+    if faults.garbage_at is not None:
+        garbage = rng.randbytes(faults.garbage_size)
+        pieces = _insert_at(pieces, faults.garbage_at, garbage)
+    if faults.huge_event is not None:
+        ends = _event_ends(pieces)
+        pieces = _insert_at(pieces, ends[0] if ends else 0, huge_event_frame(faults.huge_event))
     if faults.error_after is not None:
         ends = _event_ends(pieces)
         count = min(faults.error_after, len(ends))
@@ -139,6 +208,13 @@ def _split_at(pieces: list[Piece], offset: int) -> tuple[list[Piece], list[Piece
             return before, [tail, *pieces[index + 1 :]]
         position = end
     return list(pieces), []
+
+
+def _insert_at(pieces: list[Piece], offset: int, data: bytes) -> list[Piece]:
+    """``data`` as its own piece before byte ``offset``, due when the byte after it is."""
+    before, after = _split_at(pieces, offset)
+    due = after[0] if after else (before[-1] if before else Piece(0.0, 0.0, b""))
+    return [*before, Piece(due.recorded_ms, due.extra_ms, data), *after]
 
 
 def _event_ends(pieces: list[Piece]) -> list[int]:

@@ -17,31 +17,47 @@ its recorded offset scaled by ``timing``. A request that matches nothing raises 
 A request that does not ask for a stream (``"stream"`` absent or false) answered by a recorded SSE
 stream gets the stream assembled into one ``chat.completion`` JSON body, so the same cassette
 serves ``create(stream=True)`` and ``create()``.
+
+A test can script the next requests with :meth:`Replayer.add_plan`: each :class:`Plan` answers one
+request, in arrival order, with a chosen interaction and its own faults (``429`` then ``503``
+then the recording; a clean round 1 then a dropped round 2). Requests beyond the plan are
+matched as usual and get the replayer's own faults.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import anyio
 import httpx
 import orjson
 
-from streamproxy.cassette.faults import Delivery, Faults, Piece, plan_delivery
+from streamproxy.cassette.faults import (
+    Delivery,
+    Faults,
+    Piece,
+    plan_delivery,
+    status_error_body,
+    status_headers,
+)
 from streamproxy.cassette.format import Cassette, Interaction, RecordedRequest
 from streamproxy.cassette.http import Timing, recorded_request, replayed_headers, timing_factor
 from streamproxy.cassette.match import Matcher, Player
+from streamproxy.core.errors import CassetteError
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
     """What to send back for one request."""
 
-    interaction: Interaction
+    interaction: Interaction | None
+    """The interaction replayed; None for an injected ``status`` (nothing is replayed)."""
     status: int
     headers: list[tuple[str, str]]
     delivery: Delivery
@@ -50,6 +66,39 @@ class Answer:
     def due_seconds(self, piece: Piece) -> float:
         """When ``piece`` is due, in seconds after the request arrived."""
         return (piece.recorded_ms * self.factor + piece.extra_ms) / 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """How to answer one scripted request (see :meth:`Replayer.add_plan`)."""
+
+    interaction: int | None = None
+    """The index of the interaction to replay; None: the matcher chooses."""
+    faults: Faults = field(default_factory=Faults)
+    """The faults for this request, instead of the replayer's own (default: none)."""
+
+    @classmethod
+    def from_json(cls, value: object) -> Plan:
+        """A plan from ``{"interaction": 2, "drop_at": 700, ...}`` (any :class:`Faults` field).
+
+        Raises:
+            ValueError: not an object, an unknown field, or a value out of range.
+        """
+        if not isinstance(value, dict):
+            raise ValueError(f"a plan is a JSON object, not {type(value).__name__}")
+        fields = dict(value)
+        interaction = fields.pop("interaction", None)
+        if interaction is not None and (not isinstance(interaction, int) or interaction < 0):
+            raise ValueError(f"interaction must be an index >= 0, not {interaction!r}")
+        known = {item.name for item in dataclasses.fields(Faults)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"unknown plan fields: {', '.join(unknown)}")
+        try:
+            faults = Faults(**fields)
+        except TypeError as error:
+            raise ValueError(str(error)) from None
+        return cls(interaction=interaction, faults=faults)
 
 
 class Replayer:
@@ -85,7 +134,25 @@ class Replayer:
         self.faults = faults
         self.player = Player(cassette, matcher=matcher, is_strict=is_strict)
         self.received: list[RecordedRequest] = []
+        self.plan: deque[Plan] = deque()
+        """Scripted answers for the next requests, oldest first (see :meth:`add_plan`)."""
         self._lock = threading.Lock()
+
+    def add_plan(self, plans: Iterable[Plan]) -> None:
+        """Answer the next requests, one plan each, in arrival order, before any matching.
+
+        Raises:
+            CassetteError: a plan names an interaction the cassette does not have.
+        """
+        plans = list(plans)
+        count = len(self.cassette.interactions)
+        for plan in plans:
+            if plan.interaction is not None and plan.interaction >= count:
+                raise CassetteError(
+                    f"plan names interaction {plan.interaction}; the cassette has {count}"
+                )
+        with self._lock:
+            self.plan.extend(plans)
 
     def answer(self, request: RecordedRequest) -> Answer:
         """The answer to ``request``; it is also appended to :attr:`received`.
@@ -95,7 +162,16 @@ class Replayer:
         """
         with self._lock:
             self.received.append(request)
-        interaction = self.player.select(request)
+            planned = self.plan.popleft() if self.plan else None
+        faults = self.faults if planned is None else planned.faults
+        if faults is not None and faults.status is not None:
+            body = status_error_body(faults.status)
+            delivery = Delivery([Piece(0.0, 0.0, body)])
+            return Answer(None, faults.status, status_headers(faults), delivery, self.factor)
+        if planned is not None and planned.interaction is not None:
+            interaction = self.cassette.interactions[planned.interaction]
+        else:
+            interaction = self.player.select(request)
         response = interaction.response
         headers = replayed_headers(response.headers)
         if response.is_event_stream and not _asks_for_stream(request) and response.status < 300:
@@ -106,7 +182,7 @@ class Replayer:
             last_ms = response.chunks[-1].offset_ms if response.chunks else 0.0
             delivery = Delivery([Piece(last_ms, 0.0, body)])
         else:
-            delivery = plan_delivery(response.chunks, self.faults)
+            delivery = plan_delivery(response.chunks, faults)
         return Answer(interaction, response.status, headers, delivery, self.factor)
 
 

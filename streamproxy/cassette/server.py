@@ -10,6 +10,17 @@ Routes:
 - ``GET /_streamproxy/requests``: a test aid, the requests received so far, oldest first, as
   ``[{"method", "path", "query", "body"}]`` (``body`` is the JSON body, or ``null``);
   ``DELETE`` clears the list. Headers are not exposed.
+- ``POST /_streamproxy/plan``: a test aid that scripts the next requests, one per entry, in
+  arrival order (a proxy in front cannot pass a header through, so the fault is chosen here):
+  a JSON list of objects ``{"interaction": INDEX, ...}`` with any ``Faults`` field
+  (``{"status": 429, "retry_after": 0}``, ``{"interaction": 1, "drop_at": 700}``, ``{}`` for the
+  clean recording). An entry's faults replace the command line's for its request; requests
+  beyond the plan are matched as usual. ``GET`` shows what is left, ``DELETE`` clears it. A bad
+  entry is refused with ``400`` and nothing is added.
+- ``GET /_streamproxy/responses``: a test aid counting the replayed responses:
+  ``{"open", "finished", "dropped", "aborted"}``: still sending; sent to the end; cut by a
+  ``drop_at`` fault; ended because the client went away first (the upstream connection a proxy
+  closed). ``DELETE`` resets the finished, dropped and aborted counts.
 
 A ``drop_at`` fault sends its bytes and then aborts the response, so the client sees the
 connection close without the end of the chunked body.
@@ -19,20 +30,36 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
 
 import anyio
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
+from streamproxy.cassette.faults import Faults
 from streamproxy.cassette.format import RecordedRequest
 from streamproxy.cassette.http import recorded_request
-from streamproxy.cassette.replay import Answer, Replayer
+from streamproxy.cassette.replay import Answer, Plan, Replayer
 from streamproxy.core.errors import CassetteError
 
 MISMATCH_STATUS = 400
 INSPECTION_PATH = "/_streamproxy/requests"
+PLAN_PATH = "/_streamproxy/plan"
+RESPONSES_PATH = "/_streamproxy/responses"
+
+
+@dataclass(slots=True)
+class ResponseCounts:
+    """How the replayed responses ended (see the module docstring)."""
+
+    open: int = 0
+    finished: int = 0
+    dropped: int = 0
+    aborted: int = 0
 
 
 class ReplayConnectionDropped(Exception):
@@ -42,11 +69,35 @@ class ReplayConnectionDropped(Exception):
 def create_replay_app(replayer: Replayer) -> Starlette:
     """A Starlette app that answers from ``replayer`` (see the module docstring)."""
 
+    counts = ResponseCounts()
+
     async def requests_received(request: Request) -> Response:
         if request.method == "DELETE":
             replayer.received.clear()
             return Response(status_code=204)
         return JSONResponse([_summary(item) for item in replayer.received])
+
+    async def plan(request: Request) -> Response:
+        if request.method == "DELETE":
+            replayer.plan.clear()
+            return Response(status_code=204)
+        if request.method == "POST":
+            try:
+                entries = orjson.loads(await request.body())
+                if not isinstance(entries, list):
+                    raise ValueError("the plan is a JSON list of objects")
+                replayer.add_plan([Plan.from_json(entry) for entry in entries])
+            except (ValueError, CassetteError) as error:  # orjson.JSONDecodeError is a ValueError
+                message = error.message if isinstance(error, CassetteError) else str(error)
+                body = {"error": {"message": message, "type": "invalid_request_error"}}
+                return JSONResponse(body, status_code=400)
+        return JSONResponse([_plan_summary(item) for item in replayer.plan])
+
+    async def responses(request: Request) -> Response:
+        if request.method == "DELETE":
+            counts.finished = counts.dropped = counts.aborted = 0
+            return Response(status_code=204)
+        return JSONResponse(asdict(counts))
 
     async def models(request: Request) -> Response:
         names = sorted(
@@ -78,13 +129,13 @@ def create_replay_app(replayer: Replayer) -> Starlette:
             answer = replayer.answer(recorded)
         except CassetteError as error:
             return JSONResponse(error.to_openai_error(), status_code=MISMATCH_STATUS)
-        return StreamingResponse(
-            _body(answer, started), status_code=answer.status, headers=dict(answer.headers)
-        )
+        return _CountedResponse(answer, started, counts)
 
     return Starlette(
         routes=[
             Route(INSPECTION_PATH, requests_received, methods=["GET", "DELETE"]),
+            Route(PLAN_PATH, plan, methods=["GET", "POST", "DELETE"]),
+            Route(RESPONSES_PATH, responses, methods=["GET", "DELETE"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/models", models, methods=["GET"]),
             Route("/{path:path}", replay, methods=["POST", "PUT", "PATCH", "GET", "DELETE"]),
@@ -92,16 +143,53 @@ def create_replay_app(replayer: Replayer) -> Starlette:
     )
 
 
-async def _body(answer: Answer, started: float) -> AsyncIterator[bytes]:
-    for piece in answer.delivery.pieces:
-        wait = started + answer.due_seconds(piece) - time.monotonic()
-        if wait > 0:
-            await anyio.sleep(wait)
-        yield piece.data
-    if answer.delivery.is_dropped:
-        raise ReplayConnectionDropped(
-            f"replay fault: connection dropped after {len(answer.delivery.body)} bytes"
-        )
+class _CountedResponse(StreamingResponse):
+    """The replayed body, counted in ``ResponseCounts`` by how it ended."""
+
+    def __init__(self, answer: Answer, started: float, counts: ResponseCounts) -> None:
+        self.answer = answer
+        self.started = started
+        self.counts = counts
+        self.is_sent = False
+        super().__init__(self._body(), status_code=answer.status, headers=dict(answer.headers))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.counts.open += 1
+        try:
+            await super().__call__(scope, receive, send)
+        except ReplayConnectionDropped:
+            self.counts.dropped += 1
+            raise
+        except BaseException:
+            self.counts.aborted += 1
+            raise
+        else:
+            # Starlette returns normally when the client disconnected mid-body.
+            if self.is_sent:
+                self.counts.finished += 1
+            else:
+                self.counts.aborted += 1
+        finally:
+            self.counts.open -= 1
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        answer = self.answer
+        for piece in answer.delivery.pieces:
+            wait = self.started + answer.due_seconds(piece) - time.monotonic()
+            if wait > 0:
+                await anyio.sleep(wait)
+            yield piece.data
+        if answer.delivery.is_dropped:
+            raise ReplayConnectionDropped(
+                f"replay fault: connection dropped after {len(answer.delivery.body)} bytes"
+            )
+        self.is_sent = True
+
+
+def _plan_summary(plan: Plan) -> dict[str, object]:
+    default = asdict(Faults())
+    faults = {key: value for key, value in asdict(plan.faults).items() if value != default[key]}
+    return {"interaction": plan.interaction, **faults}
 
 
 def _summary(request: RecordedRequest) -> dict[str, object]:

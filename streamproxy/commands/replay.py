@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from streamproxy.cassette.faults import Faults
 from streamproxy.cassette.http import parse_timing
 from streamproxy.cassette.match import MATCHERS
+
+if TYPE_CHECKING:
+    from streamproxy.cassette.replay import Plan
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,6 +70,31 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--resplit", type=int, metavar="K", help="re-split into 1..K-byte pieces")
     group.add_argument("--coalesce", type=int, metavar="K", help="merge runs of 1..K chunks")
+    group.add_argument(
+        "--garbage-at", type=int, metavar="BYTE", help="insert random bytes before this byte"
+    )
+    group.add_argument(
+        "--garbage-size", type=int, default=32, metavar="N", help="how many (default 32)"
+    )
+    group.add_argument(
+        "--huge-event", type=int, metavar="BYTES", help="add one event this large after the first"
+    )
+    group.add_argument(
+        "--status",
+        type=int,
+        metavar="CODE",
+        help="answer every request with this status and a JSON error body (200: an error body "
+        "under a success status)",
+    )
+    group.add_argument(
+        "--statuses",
+        metavar="CODES",
+        help="answer the first requests with these statuses, e.g. 429,503: two failures, then "
+        "the recording",
+    )
+    group.add_argument(
+        "--retry-after", type=float, metavar="SECONDS", help="Retry-After sent with a status"
+    )
 
 
 def faults_from_arguments(args: argparse.Namespace) -> Faults | None:
@@ -81,6 +110,9 @@ def faults_from_arguments(args: argparse.Namespace) -> Faults | None:
         "stall_at": args.stall_at,
         "resplit": args.resplit,
         "coalesce": args.coalesce,
+        "garbage_at": args.garbage_at,
+        "huge_event": args.huge_event,
+        "status": args.status,
     }
     chosen = {name: value for name, value in fields.items() if value is not None}
     if args.keepalive:
@@ -89,9 +121,33 @@ def faults_from_arguments(args: argparse.Namespace) -> Faults | None:
         chosen["stall_seconds"] = args.stall
     if args.error_message is not None:
         chosen["error_message"] = args.error_message
+    if args.garbage_at is not None:
+        chosen["garbage_size"] = args.garbage_size
+    if args.status is not None and args.retry_after is not None:
+        chosen["retry_after"] = args.retry_after
     if not chosen:
         return None
     return Faults(seed=args.seed, **chosen)  # type: ignore[arg-type]
+
+
+def plans_from_arguments(args: argparse.Namespace) -> list[Plan]:
+    """One plan per status in ``--statuses`` (with ``--retry-after``), in order.
+
+    Raises:
+        ValueError: a status is not a number or out of range.
+    """
+    from streamproxy.cassette.replay import Plan
+
+    if not args.statuses:
+        return []
+    plans = []
+    for text in args.statuses.split(","):
+        try:
+            status = int(text)
+        except ValueError:
+            raise ValueError(f"--statuses: {text.strip()!r} is not a status code") from None
+        plans.append(Plan(faults=Faults(status=status, retry_after=args.retry_after)))
+    return plans
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             faults=faults_from_arguments(args),
             matcher=MATCHERS[args.match],
         )
+        replayer.add_plan(plans_from_arguments(args))
     except (CassetteError, ValueError) as error:
         print(f"streamproxy replay: {error}", file=sys.stderr)
         return 2
