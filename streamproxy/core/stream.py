@@ -35,6 +35,7 @@ from streamproxy.core.sse import RawEvent, SSEDecoder
 
 DONE_MARK = b"[DONE]"
 _STREAMING = StreamState.STREAMING
+_SLICE_SIZE = 256 * 1024
 
 
 class ChatStream:
@@ -64,6 +65,13 @@ class ChatStream:
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed raw SSE bytes; return the events they completed."""
         self._check_open()
+        if len(data) > _SLICE_SIZE:
+            # one huge piece (a whole body) is decoded a slice at a time, so the decoder's
+            # intermediate lists stay small; the events are the same for any split
+            events: list[Event] = []
+            for start in range(0, len(data), _SLICE_SIZE):
+                events += self.receive_data(data[start : start + _SLICE_SIZE])
+            return events
         assembler = self._assembler
         try:
             for raw in self._decoder.feed_raw(data):
