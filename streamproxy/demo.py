@@ -5,23 +5,15 @@ shape: the model calls ``get_weather``, then answers from its result), with reco
 the server tool is ``get_weather`` below, which answers from a table. Nothing touches the network,
 so the README's first command works on a fresh machine.
 
-The cassette is ``streamproxy/data/demo-tool-loop.cassette.json`` when the package ships it;
-otherwise an equivalent one is built here.
+The cassette is ``streamproxy/data/demo-tool-loop.cassette.json``, shipped with the package (a
+pip install has no ``recordings/`` folder); its ``source`` line says how it was written.
 """
 
 from __future__ import annotations
 
 from importlib import resources
 
-import orjson
-
-from streamproxy.cassette.format import (
-    Cassette,
-    Chunk,
-    Interaction,
-    RecordedRequest,
-    RecordedResponse,
-)
+from streamproxy.cassette.format import loads as load
 from streamproxy.cassette.match import match_turn
 from streamproxy.cassette.replay import ReplayTransport
 from streamproxy.tools import ToolSet, tool
@@ -56,103 +48,9 @@ def demo_tools() -> ToolSet:
 
 
 def demo_transport() -> ReplayTransport:
-    """The replay transport standing in for the upstream."""
-    bundled = resources.files("streamproxy") / "data" / CASSETTE_NAME
-    if bundled.is_file():
-        return ReplayTransport(str(bundled), timing="recorded", matcher=match_turn)
-    return ReplayTransport(built_in_cassette(), timing="recorded", matcher=match_turn)
-
-
-def built_in_cassette() -> Cassette:
-    """Two DeepSeek-shaped interactions: a ``get_weather`` call, then the answer."""
-    first = _stream(
-        [
-            {"role": "assistant", "content": ""},
-            {"reasoning_content": "The user wants the weather; I will call get_weather."},
-            {
-                "tool_calls": [
-                    {
-                        "index": 0,
-                        "id": "call_00_demo",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": ""},
-                    }
-                ]
-            },
-            {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
-            {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]},
-        ],
-        finish="tool_calls",
-        usage=(120, 24, 9),
-    )
-    answer = "It is sunny in Paris right now, at 24 °C. A good day to be outside!"
-    words = answer.split(" ")
-    second = _stream(
-        [
-            {"role": "assistant", "content": ""},
-            {"reasoning_content": "The tool says sunny and 24 °C."},
-            *(_content(word + (" " if i < len(words) - 1 else "")) for i, word in enumerate(words)),
-        ],
-        finish="stop",
-        usage=(170, 30, 8),
-    )
-    user: dict[str, object] = {"role": "user", "content": "What's the weather in Paris?"}
-    assistant: dict[str, object] = {"role": "assistant", "content": "", "tool_calls": []}
-    tool_result: dict[str, object] = {"role": "tool", "tool_call_id": "call_00_demo", "content": ""}
-    return Cassette(
-        source="built in: streamproxy.demo (synthetic, DeepSeek-shaped)",
-        interactions=[
-            Interaction(request=_request([user]), response=first),
-            Interaction(request=_request([user, assistant, tool_result]), response=second),
-        ],
-    )
-
-
-def _content(text: str) -> dict[str, object]:
-    return {"content": text}
-
-
-def _request(messages: list[dict[str, object]]) -> RecordedRequest:
-    return RecordedRequest(
-        method="POST",
-        path="/chat/completions",
-        headers={"content-type": "application/json"},
-        body={"model": DEMO_MODEL, "messages": messages, "stream": True},
-    )
-
-
-def _stream(
-    deltas: list[dict[str, object]], *, finish: str, usage: tuple[int, int, int]
-) -> RecordedResponse:
-    prompt, completion, reasoning = usage
-    chunks: list[Chunk] = []
-    offset = 180.0  # time to first byte
-    for delta in [*deltas, {"content": ""}]:
-        is_last = delta == {"content": ""}
-        payload: dict[str, object] = {
-            "id": "demo-completion",
-            "object": "chat.completion.chunk",
-            "created": 1780000000,
-            "model": DEMO_MODEL,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish if is_last else None}],
-            "usage": None,
-        }
-        if is_last:
-            payload["usage"] = {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": 64},
-                "prompt_cache_hit_tokens": 64,
-                "prompt_cache_miss_tokens": prompt - 64,
-                "completion_tokens_details": {"reasoning_tokens": reasoning},
-            }
-        chunks.append(Chunk(offset, b"data: " + orjson.dumps(payload) + b"\n\n"))
-        offset += 35.0
-    chunks.append(Chunk(offset, b"data: [DONE]\n\n"))
-    return RecordedResponse(
-        status=200, headers={"content-type": "text/event-stream; charset=utf-8"}, chunks=chunks
-    )
+    """The replay transport standing in for the upstream: the bundled cassette, matched by turn."""
+    cassette = resources.files("streamproxy") / "data" / CASSETTE_NAME
+    return ReplayTransport(load(cassette.read_text()), timing="recorded", matcher=match_turn)
 
 
 def demo_models() -> dict[str, object]:
@@ -165,7 +63,6 @@ def demo_models() -> dict[str, object]:
 
 __all__ = [
     "DEMO_UPSTREAM_URL",
-    "built_in_cassette",
     "demo_models",
     "demo_tools",
     "demo_transport",
