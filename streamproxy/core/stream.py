@@ -98,7 +98,7 @@ class ChatStream:
         """Feed one already-parsed payload (``event`` is its SSE event name, if any)."""
         self._check_open()
         try:
-            self._receive_payload(dict(chunk), event)
+            self._receive_payload(chunk if type(chunk) is dict else dict(chunk), event)
         except ProtocolError as error:
             self._assembler.break_stream(str(error))
             raise
@@ -194,18 +194,18 @@ class ChatStream:
                 raise ProtocolError(f"an SSE event's data is not JSON: {text[:80]!r}") from None
         if type(payload) is not dict:
             raise ProtocolError(f"an SSE event's data is not a JSON object: {data[:80]!r}")
-        if (
-            not event
-            and self._assembler.state is _STREAMING
-            and self.dialect == "openai-chat"
-            and "type" not in payload
-        ):
-            read_chunk(self._assembler, payload)  # the common case, without the checks below
-        else:
-            self._receive_payload(payload, event)
+        self._receive_payload(payload, event)
 
     def _receive_payload(self, payload: dict[str, Any], event: str) -> None:
         assembler = self._assembler
+        if (
+            not event
+            and assembler.state is _STREAMING
+            and self.dialect == "openai-chat"
+            and "type" not in payload
+        ):
+            read_chunk(assembler, payload)  # the common case; receive_data inlines this test
+            return
         if assembler.state is not StreamState.STREAMING:
             if assembler.state is StreamState.ENDED_MARK:
                 if payload.get("type") != "message_stop":

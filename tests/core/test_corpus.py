@@ -136,3 +136,26 @@ def test_recording_is_the_same_fed_byte_by_byte(name: str) -> None:
     byte_events, bytewise = feed(recording.body, [1] * len(recording.body))
     assert byte_events == whole_events
     assert bytewise.completion() == whole.completion()
+
+
+@pytest.mark.parametrize("name", corpus_params())
+def test_recording_fed_as_parsed_chunks_gives_the_same_result(name: str) -> None:
+    # receive_chunk is for chunks another client already parsed (no SSE framing left)
+    import orjson
+
+    from streamproxy.core import ChatStream, SSEDecoder
+
+    recording = load(name)
+    whole_events, whole = feed(recording.body)
+    decoder = SSEDecoder()
+    messages = decoder.feed(recording.body) + decoder.close()[0]
+    stream = ChatStream()
+    events = []
+    for message in messages:
+        if message.data == "[DONE]":
+            events += stream.receive_done()
+        else:
+            events += stream.receive_chunk(orjson.loads(message.data), event=message.event)
+    events += stream.receive_eof()
+    assert events == whole_events
+    assert stream.completion() == whole.completion()
