@@ -55,6 +55,8 @@ class Config:
     upstream_timeout: float = 600.0
     upstream_connect_timeout: float = 10.0
     retries: int = 2
+    retry_base_delay: float = 0.5
+    """The first retry's backoff in seconds (doubling, with jitter), when no Retry-After."""
     max_retry_wait: float = 30.0
     strict_tools: StrictMode = "auto"
     approval_secret: bytes | None = field(default=None, repr=False)
@@ -62,6 +64,8 @@ class Config:
     approval_ttl: float = 3600.0
     is_offline_demo: bool = False
     log_level: LogLevel = "info"
+    diagnostics: bool = False
+    """Serve ``GET /_streamproxy/diagnostics`` (``streamproxy.proxy.diagnostics``)."""
 
     def __post_init__(self) -> None:
         if self.max_rounds < 1:
@@ -77,6 +81,10 @@ class Config:
                 raise ValueError(f"{name} must be positive")
         if self.keepalive_interval <= 0:
             raise ValueError("keepalive_interval must be positive")
+        if self.upstream_timeout <= 0:
+            raise ValueError("upstream_timeout must be positive")
+        if self.retries < 0 or self.retry_base_delay < 0 or self.max_retry_wait < 0:
+            raise ValueError("retries, retry_base_delay and max_retry_wait must be >= 0")
 
 
 def read_client_keys(variable: str | None) -> frozenset[str]:

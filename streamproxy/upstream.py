@@ -3,7 +3,8 @@
 ``Upstream.open_chat`` returns only once the upstream answered 2xx; before that it retries
 429, 500 and 503 answers and connection failures with exponential backoff, honouring
 ``Retry-After`` up to a ceiling. Every failure becomes an ``UpstreamError`` carrying the
-upstream's status and error body (with the API key scrubbed out). Once bytes flow, nothing is
+upstream's status and error body (with the API key scrubbed out); a 2xx answer whose body is
+JSON (an error some gateways send under 200) is one too, with status 502. Once bytes flow, nothing is
 retried: ``UpstreamResponse.aiter_bytes`` maps transport failures to ``UpstreamError`` and the
 caller decides what the client sees.
 
@@ -16,7 +17,7 @@ import asyncio
 import email.utils
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -62,9 +63,16 @@ def is_deepseek_url(url: str) -> bool:
 class UpstreamResponse:
     """An open 2xx streaming response; close it (or use ``async with``) when done."""
 
-    def __init__(self, response: httpx.Response, *, secret: str | None) -> None:
+    def __init__(
+        self,
+        response: httpx.Response,
+        *,
+        secret: str | None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self._response = response
         self._secret = secret
+        self._on_close = on_close
         self.status_code = response.status_code
         self.headers = response.headers
 
@@ -80,7 +88,12 @@ class UpstreamResponse:
             raise UpstreamError(message, status=502) from None
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        try:
+            await self._response.aclose()
+        finally:
+            on_close, self._on_close = self._on_close, None
+            if on_close is not None:
+                on_close()
 
     async def __aenter__(self) -> UpstreamResponse:
         return self
@@ -106,6 +119,8 @@ class Upstream:
         self.is_deepseek = is_deepseek_url(self.base_url)
         self._api_key = api_key
         self.retry = retry or RetryPolicy()
+        self.open_responses = 0
+        """Responses ``open_chat`` returned that were not closed yet (for diagnostics)."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
             transport=transport,
@@ -150,8 +165,15 @@ class Upstream:
                 message = _scrub(f"cannot reach the upstream: {failure!r}", self._api_key)
                 error = UpstreamError(message, status=502)
             else:
+                if response.is_success and _is_json(response.headers):
+                    # an error body under a success status (some gateways do this): never a
+                    # stream, so the client gets the upstream's message, not "ended early"
+                    raise await self._status_error(response, status=502)
                 if response.is_success:
-                    return UpstreamResponse(response, secret=self._api_key)
+                    self.open_responses += 1
+                    return UpstreamResponse(
+                        response, secret=self._api_key, on_close=self._response_closed
+                    )
                 error = await self._status_error(response)
                 retry_after = _retry_after(response.headers)
                 if response.status_code not in RETRY_STATUSES:
@@ -185,8 +207,16 @@ class Upstream:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _status_error(self, response: httpx.Response) -> UpstreamError:
-        """Read (a bounded part of) an error response and turn it into an ``UpstreamError``."""
+    def _response_closed(self) -> None:
+        self.open_responses -= 1
+
+    async def _status_error(
+        self, response: httpx.Response, *, status: int | None = None
+    ) -> UpstreamError:
+        """Read (a bounded part of) an error response and turn it into an ``UpstreamError``.
+
+        ``status`` replaces the response's own (a JSON error body under 200 becomes a 502).
+        """
         chunks: list[bytes] = []
         size = 0
         try:
@@ -214,9 +244,15 @@ class Upstream:
                 message = error
         return UpstreamError(
             f"upstream answered {response.status_code}: {message}",
-            status=response.status_code,
+            status=status or response.status_code,
             body=body,
         )
+
+
+def _is_json(headers: httpx.Headers) -> bool:
+    """Whether the response says it is JSON (``application/json``, ``...+json``)."""
+    media_type = str(headers.get("content-type", "")).split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

@@ -39,6 +39,8 @@ from streamproxy.config import (
 # in their own environment variables) and the shared approval secret through the environment.
 CONFIG_ENV = "STREAMPROXY_SERVE_CONFIG"
 SECRET_ENV = "STREAMPROXY_APPROVAL_SECRET"
+# Turns on GET /_streamproxy/diagnostics like --diagnostics (for process managers and tests).
+DIAGNOSTICS_ENV = "STREAMPROXY_DIAGNOSTICS"
 
 logger = logging.getLogger("streamproxy.serve")
 
@@ -92,6 +94,40 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="send ': keep-alive' after this much silence (default 15)",
     )
     parser.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="the longest the upstream may stay silent, mid-stream or before answering "
+        "(default 600)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="retries of 429, 500, 503 and connection errors before the first byte (default 2)",
+    )
+    parser.add_argument(
+        "--retry-delay",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="the first retry's backoff, doubling after (default 0.5); Retry-After wins",
+    )
+    parser.add_argument(
+        "--max-retry-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a longer Retry-After is not waited for: the error goes to the client (default 30)",
+    )
+    parser.add_argument(
+        "--diagnostics",
+        action="store_true",
+        default=os.environ.get(DIAGNOSTICS_ENV, "") not in ("", "0"),
+        help=f"serve GET /_streamproxy/diagnostics (also: {DIAGNOSTICS_ENV}=1)",
+    )
+    parser.add_argument(
         "--strict-tools",
         choices=("auto", "on", "off"),
         default="auto",
@@ -126,6 +162,11 @@ def config_from_arguments(args: argparse.Namespace) -> Config:
         max_arguments_size=args.max_arguments_size,
         max_tool_result_size=args.max_tool_result_size,
         keepalive_interval=args.keepalive,
+        upstream_timeout=args.upstream_timeout,
+        retries=args.retries,
+        retry_base_delay=args.retry_delay,
+        max_retry_wait=args.max_retry_wait,
+        diagnostics=args.diagnostics,
         strict_tools=args.strict_tools,
         is_offline_demo=is_demo,
         log_level=args.log_level,

@@ -4,7 +4,11 @@ Routes (each also without the ``/v1`` prefix):
 
 - ``POST /v1/chat/completions``: streaming and not, with server tools run in the loop;
 - ``GET /v1/models``: the upstream's model list;
-- ``GET /healthz``: ``{"status": "ok"}``, no key needed.
+- ``GET /healthz``: ``{"status": "ok"}``, no key needed;
+- ``GET /_streamproxy/diagnostics``: only with ``Config(diagnostics=True)`` (``diagnostics.py``).
+
+A client that disconnects while the proxy still waits for the upstream (a retry's backoff, a
+non-streaming turn) cancels the work at once: no retry is sent for a client that is gone.
 
 Errors before the first byte get the upstream's (or the proxy's) status and an OpenAI-shaped
 body; after it, one ``data: {"error": ...}`` frame and the stream closes (``loop.py``).
@@ -12,22 +16,27 @@ body; after it, one ``data: {"error": ...}`` frame and the stream closes (``loop
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive
 
 from streamproxy.config import Config
 from streamproxy.core.errors import StreamProxyError, UpstreamError
 from streamproxy.core.limits import Limits
 from streamproxy.proxy.approval import ApprovalSigner, client_identity
+from streamproxy.proxy.diagnostics import DIAGNOSTICS_PATH, RequestCounter, Requests, snapshot
 from streamproxy.proxy.loop import Turn, TurnRunner
 from streamproxy.proxy.request import RequestTooLargeError, parse_request, rebuild_messages
 from streamproxy.proxy.response import EventStreamResponse
@@ -38,6 +47,12 @@ from streamproxy.upstream import RetryPolicy, Upstream
 __all__ = ["create_app"]
 
 logger = logging.getLogger("streamproxy.proxy")
+
+T = TypeVar("T")
+
+
+class ClientDisconnectedError(Exception):
+    """The client went away before the response started."""
 
 
 class AuthenticationError(StreamProxyError):
@@ -71,7 +86,11 @@ def create_app(
         transport=transport,
         timeout=config.upstream_timeout,
         connect_timeout=config.upstream_connect_timeout,
-        retry=RetryPolicy(retries=config.retries, max_retry_after=config.max_retry_wait),
+        retry=RetryPolicy(
+            retries=config.retries,
+            base_delay=config.retry_base_delay,
+            max_retry_after=config.max_retry_wait,
+        ),
     )
     use_strict = config.strict_tools == "on" or (
         config.strict_tools == "auto" and upstream.is_deepseek
@@ -125,11 +144,15 @@ def create_app(
             request_id=request_id,
         )
         try:
-            await runner.start()
+            await _while_connected(request.receive, runner.start())
         except StreamProxyError as error:
             await runner.aclose()
             logger.warning("request %s: upstream refused: %s", request_id, error.message)
             return error_response(error, headers)
+        except ClientDisconnectedError:
+            await runner.aclose()
+            logger.info("request %s: the client left before the upstream answered", request_id)
+            return Response(status_code=499, headers=headers)
         except BaseException:
             await runner.aclose()
             raise
@@ -138,10 +161,14 @@ def create_app(
                 runner.stream(), keepalive_interval=config.keepalive_interval, headers=headers
             )
         try:
-            completion = await runner.complete()
+            completion = await _while_connected(request.receive, runner.complete())
         except StreamProxyError as error:
             logger.warning("request %s failed: %s", request_id, error.message)
             return error_response(error, headers)
+        except ClientDisconnectedError:
+            await runner.aclose()
+            logger.info("request %s: the client left; the turn was cancelled", request_id)
+            return Response(status_code=499, headers=headers)
         return JSONResponse(completion, headers=headers)
 
     async def models(request: Request) -> Response:
@@ -158,6 +185,15 @@ def create_app(
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    requests = Requests()
+
+    async def diagnostics(request: Request) -> Response:
+        try:
+            authenticate(request)
+        except StreamProxyError as error:
+            return error_response(error, {})
+        return JSONResponse(snapshot(requests, open_upstream_responses=upstream.open_responses))
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -165,16 +201,18 @@ def create_app(
         finally:
             await upstream.aclose()
 
-    app = Starlette(
-        routes=[
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-            Route("/chat/completions", chat_completions, methods=["POST"]),
-            Route("/v1/models", models, methods=["GET"]),
-            Route("/models", models, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+    routes = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/models", models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    middleware = []
+    if config.diagnostics:
+        routes.append(Route(DIAGNOSTICS_PATH, diagnostics, methods=["GET"]))
+        middleware.append(Middleware(RequestCounter, requests=requests))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.config = config
     app.state.tools = tools
     app.state.upstream = upstream
@@ -193,6 +231,34 @@ def error_response(error: StreamProxyError, headers: dict[str, str]) -> JSONResp
         if isinstance(upstream_error, dict) and "message" in upstream_error:
             body = {"error": upstream_error}
     return JSONResponse(body, status_code=error.status_hint, headers=headers)
+
+
+async def _while_connected(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first.
+
+    Only for before the response starts (the request body already read): once streaming,
+    ``EventStreamResponse`` watches for the disconnect itself.
+
+    Raises:
+        ClientDisconnectedError: the client went away; ``work`` was cancelled and awaited.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.wait({task, watcher})
+    if task.cancelled() and watcher.done() and not watcher.cancelled():
+        raise ClientDisconnectedError
+    return task.result()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
