@@ -276,29 +276,38 @@ class Assembler:
         parts.append(text)
         self.events.append(_TEXT_EVENTS[kind](index, text))
 
-    def continue_call(self, index: int, entry: object) -> bool:
+    def continue_call(self, index: int, entry: object) -> ToolCall | None:
         """Fast path: ``entry`` only adds a fragment to a started, open call at its index.
 
-        Returns False, having done nothing, whenever any matching rule could apply; the caller
-        then goes through ``tool_delta``.
+        Returns the call, or None having done nothing whenever any matching rule could apply;
+        the caller then goes through ``tool_delta``.
         """
         try:
             function = entry["function"]  # type: ignore[index]
             fragment = function["arguments"]
             call = self.choices[index].calls_by_index[entry["index"]]  # type: ignore[index]
         except (KeyError, TypeError, IndexError):
-            return False
+            return None
         if (
-            not call.is_streaming
-            or type(fragment) is not str
-            or not fragment
+            type(fragment) is not str
             or entry.get("id")  # type: ignore[attr-defined]
             or function.get("name")
+            or not self.append_fragment(call, fragment)
         ):
+            return None
+        return call
+
+    def append_fragment(self, call: ToolCall, fragment: str) -> bool:
+        """Append a plain fragment to a streaming call; False, doing nothing, if rules apply.
+
+        A fragment that is empty or opens a JSON value (a duplicate, or a second value) goes
+        through the full matching rules instead.
+        """
+        if not call.is_streaming or not fragment:
             return False
         first = fragment[0]
         if first == "{" or first == "[":
-            return False  # a duplicate or a second value: the full rules decide
+            return False
         if first in _BLANK:
             head = fragment.lstrip(_BLANK)[:1]
             if head == "{" or head == "[":

@@ -23,12 +23,15 @@ from streamproxy.core.assembler import Assembler, ToolCall
 from streamproxy.core.errors import ProtocolError
 
 
-def read_chunk(assembler: Assembler, chunk: dict[str, Any]) -> None:
+def read_chunk(assembler: Assembler, chunk: dict[str, Any]) -> ToolCall | str | None:
     """Apply one parsed chunk; raises ``ProtocolError`` when it has the wrong shape.
 
     Almost every chunk has one choice whose delta carries one piece of text or one argument
     fragment, with no finish and no usage; that shape is applied here directly, and anything
     else (or anything odd about it) goes through ``read_chunk_in_full``, which checks every field.
+
+    Returns what the chunk's one varying string fed when it had that shape (the ``ToolCall`` its
+    fragment went to, or the delta key of its text), for ``template.py``; otherwise None.
     """
     choices = chunk.get("choices")
     if (
@@ -45,13 +48,10 @@ def read_chunk(assembler: Assembler, chunk: dict[str, Any]) -> None:
             if type(delta) is dict and type(index) is int and index >= 0:
                 tool_calls = delta.get("tool_calls")
                 if tool_calls is not None:
-                    if (
-                        len(delta) == 1
-                        and type(tool_calls) is list
-                        and len(tool_calls) == 1
-                        and assembler.continue_call(index, tool_calls[0])
-                    ):
-                        return
+                    if len(delta) == 1 and type(tool_calls) is list and len(tool_calls) == 1:
+                        call = assembler.continue_call(index, tool_calls[0])
+                        if call is not None:
+                            return call
                 else:
                     text_key = None
                     for key, value in delta.items():
@@ -64,8 +64,9 @@ def read_chunk(assembler: Assembler, chunk: dict[str, Any]) -> None:
                     kind = _TEXT_KINDS.get(text_key) if text_key is not None else None
                     if kind is not None:
                         assembler.text(index, kind, delta[text_key])
-                        return
+                        return text_key
     read_chunk_in_full(assembler, chunk)
+    return None
 
 
 _TEXT_KINDS = {
@@ -144,7 +145,7 @@ def _read_delta(assembler: Assembler, index: int, delta: dict[str, Any]) -> None
         if key == "tool_calls":
             if type(value) is not list:
                 raise ProtocolError("delta.tool_calls is not a list")
-            if len(value) == 1 and assembler.continue_call(index, value[0]):
+            if len(value) == 1 and assembler.continue_call(index, value[0]) is not None:
                 continue
             claimed: set[ToolCall] = set()
             for tool_call in value:

@@ -32,6 +32,7 @@ from streamproxy.core.openai_chat import read_chunk
 from streamproxy.core.result import build_completion, build_message
 from streamproxy.core.schema import SchemaSource, ToolSchemas
 from streamproxy.core.sse import RawEvent, SSEDecoder
+from streamproxy.core.template import MAX_FRUITLESS_TEMPLATES, ChunkTemplate, learn
 
 DONE_MARK = b"[DONE]"
 _STREAMING = StreamState.STREAMING
@@ -59,6 +60,8 @@ class ChatStream:
         self._decoder = SSEDecoder(max_event_size=self.limits.max_event_size)
         self.dialect: Dialect | None = dialect
         self._anthropic: AnthropicReader | None = None
+        self._template: ChunkTemplate | None = None  # see template.py
+        self._fruitless = 0  # templates learned since the last hit
 
     # ----------------------------------------------------------------- input
 
@@ -76,18 +79,28 @@ class ChatStream:
         try:
             for raw in self._decoder.feed_raw(data):
                 # the common case inline: a plain data event holding a chat chunk mid-stream
-                if type(raw) is bytes and raw != DONE_MARK and assembler.state is _STREAMING:
-                    try:
-                        payload = orjson.loads(raw)
-                    except orjson.JSONDecodeError:
-                        payload = None
-                    if (
-                        type(payload) is dict
-                        and self.dialect == "openai-chat"
-                        and "type" not in payload
-                    ):
-                        read_chunk(assembler, payload)
-                        continue
+                if type(raw) is bytes and assembler.state is _STREAMING:
+                    template = self._template
+                    if template is not None:
+                        text = template.match(raw)
+                        if text is not None and template.apply(assembler, text):
+                            self._fruitless = 0
+                            continue
+                    if raw != DONE_MARK:
+                        try:
+                            payload = orjson.loads(raw)
+                        except orjson.JSONDecodeError:
+                            payload = None
+                        if (
+                            type(payload) is dict
+                            and self.dialect == "openai-chat"
+                            and "type" not in payload
+                        ):
+                            fed = read_chunk(assembler, payload)
+                            if fed is not None and self._fruitless < MAX_FRUITLESS_TEMPLATES:
+                                self._template = learn(raw, fed, payload)
+                                self._fruitless += 1
+                            continue
                 self._receive_raw(raw)
         except ProtocolError as error:
             assembler.break_stream(str(error))
