@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -30,6 +28,7 @@ from streamproxy.cassette.format import (
     RecordedResponse,
     dump,
 )
+from tests.e2e.processes import Process
 
 pytestmark = pytest.mark.e2e
 
@@ -141,53 +140,6 @@ def write_cassette(path: Path) -> None:
         ),
         path,
     )
-
-
-class Process:
-    """A CLI process whose first stdout line names its URL; always terminated.
-
-    Its stderr goes to a file (a pipe nobody reads could fill up and block it).
-    """
-
-    def __init__(self, arguments: list[str], *, cwd: Path, env: dict[str, str]) -> None:
-        self.log_path = cwd / f"{arguments[0]}-{time.monotonic_ns()}.stderr.log"
-        self._log = self.log_path.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamproxy", *arguments],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-        )
-        try:
-            self.url = self._read_url()
-        except BaseException:
-            self.terminate()
-            raise
-
-    def _read_url(self) -> str:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()  # the CLI prints the URL once bound
-        if "listening on http://" not in line:
-            raise RuntimeError(f"process did not start: {line!r} {self.log()}")
-        return line.rsplit(" ", 1)[-1].strip()
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def terminate(self) -> str:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self._log.close()
-        return self.log()
 
 
 @pytest.fixture(scope="module")
