@@ -51,18 +51,23 @@ class ChunkTemplate:
     call: ToolCall | None  # the call a fragment goes to, or None for text
     choice: int
     kind: str  # "arguments", or the text kind
+    start: int = 0  # where the string starts: len(prefix)
+    stop: int = 0  # where it ends, counted from the end: -len(suffix)
+
+    def __post_init__(self) -> None:
+        self.start = len(self.prefix)
+        self.stop = -len(self.suffix)
 
     def match(self, raw: bytes) -> str | None:
         """The string ``raw`` carries in the template's place, or None when it is not that shape."""
-        prefix, suffix = self.prefix, self.suffix
         if (
-            len(raw) <= len(prefix) + len(suffix)
-            or not raw.startswith(prefix)
-            or not raw.endswith(suffix)
+            len(raw) <= self.start - self.stop
+            or not raw.startswith(self.prefix)
+            or not raw.endswith(self.suffix)
         ):
             return None
         try:
-            value = orjson.loads(raw[len(prefix) : len(raw) - len(suffix)])
+            value = orjson.loads(raw[self.start : self.stop or None])
         except orjson.JSONDecodeError:
             return None
         return value if type(value) is str else None
