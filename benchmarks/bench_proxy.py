@@ -1,18 +1,26 @@
 """Proxy overhead: per-chunk cost and time to first token, through the proxy vs alternatives.
 
-Three paths to the same loopback upstream (a ``streamproxy replay`` process, instant timing):
+Paths to the same loopback upstream (a ``streamproxy replay`` process, instant timing):
 
 - direct: the client talks to the replay server;
-- relay: a minimal byte relay (httpx in, Starlette out, no parsing) in its own process;
-- proxy: ``streamproxy serve`` (parses every event, re-frames it under one completion id).
+- tcp hop: a raw TCP forwarder (asyncio, no HTTP at all) in its own process: the floor of any
+  extra process on the path;
+- relay: a minimal byte relay (httpx in, Starlette out, no parsing) in its own process, with the
+  proxy's httpx and uvicorn settings;
+- proxy: ``streamproxy serve`` (parses every event, re-frames it under one completion id);
+- proxy + tool round: the proxy runs a server tool between two upstream rounds.
 
-Measured from an httpx client in this process, at concurrency 1 and 64:
+Measured from httpx clients in this process (one per path, kept alive, warmed up), at
+concurrency 1 and 64:
 
 - per-chunk cost: wall time to read a stream of N content chunks, divided by N (at concurrency
-  64: wall time / (64 x N), i.e. the cost per chunk of the whole machine);
-- TTFT: time until the first non-empty ``content`` delta arrives (median over requests), on
-  separate short streams (5 chunks) so that a long stream's CPU load does not delay it;
-- a tool round: the proxy runs a server tool between two upstream rounds.
+  64: wall time / (64 x N), i.e. the cost per chunk of the whole machine); median over rounds;
+- TTFT: time until the first non-empty ``content`` delta arrives, median and 90th percentile
+  over requests, on separate short streams (5 chunks) so that a long stream's CPU load does not
+  delay it.
+
+The paths take turns round by round (the starting path rotates), so a change in the machine's
+load during the run hits every path alike; the load average before and after is in the table.
 
 Run::
 
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import importlib.util
 import os
 import platform
 import re
@@ -37,6 +46,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -64,13 +74,18 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 UPSTREAM = sys.argv[1]
-client = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=1000))
+# the same client settings and request headers as streamproxy.upstream.Upstream
+client = httpx.AsyncClient(
+    timeout=httpx.Timeout(600.0, connect=10.0),
+    limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+)
+HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
 
 async def relay(request: Request) -> StreamingResponse:
     upstream = await client.send(
         client.build_request("POST", UPSTREAM + "/chat/completions", content=await request.body(),
-                             headers={"content-type": "application/json"}),
+                             headers=HEADERS),
         stream=True,
     )
 
@@ -93,7 +108,56 @@ if __name__ == "__main__":
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     print(f"relay: listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+"""
+TCP_HOP = """
+import asyncio
+import socket
+import sys
+from urllib.parse import urlsplit
+
+UPSTREAM = urlsplit(sys.argv[1])
+
+
+class Pipe(asyncio.Protocol):
+    peer = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.peer.transport.write(data)
+
+    def connection_lost(self, exc):
+        if self.peer is not None:
+            self.peer.transport.close()
+
+
+class Front(Pipe):
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.pause_reading()  # until the upstream connection is open
+        asyncio.ensure_future(self.connect())
+
+    async def connect(self):
+        loop = asyncio.get_running_loop()
+        _, self.peer = await loop.create_connection(
+            lambda: Pipe(), UPSTREAM.hostname, UPSTREAM.port
+        )
+        self.peer.peer = self
+        self.transport.resume_reading()
+
+
+async def main():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    print(f"tcp hop: listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    server = await asyncio.get_running_loop().create_server(Front, sock=sock)
+    await server.serve_forever()
+
+
+asyncio.run(main())
 """
 TOOLS_MODULE = '''
 from streamproxy.tools import tool
@@ -212,23 +276,56 @@ async def one_stream(client: httpx.AsyncClient, url: str) -> tuple[float, float]
     return (first if first is not None else float("nan")), time.perf_counter() - started
 
 
-async def measure(url: str, *, concurrency: int, repeats: int, chunks: int) -> dict[str, float]:
-    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        await one_stream(client, url)  # warm up connections and imports
-        ttfts: list[float] = []
-        walls: list[float] = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            results = await asyncio.gather(*(one_stream(client, url) for _ in range(concurrency)))
-            walls.append(time.perf_counter() - started)
-            ttfts.extend(first for first, _ in results)
-    wall = statistics.median(walls)
-    return {
-        "per_chunk_us": wall / (concurrency * chunks) * 1e6,
-        "ttft_ms": statistics.median(ttfts) * 1000,
-        "wall_ms": wall * 1000,
-    }
+@dataclass
+class Samples:
+    walls: list[float] = field(default_factory=list)
+    """Seconds per round (``concurrency`` streams at once)."""
+    ttfts: list[float] = field(default_factory=list)
+    """Seconds to the first content, one per request."""
+
+
+async def measure(
+    urls: dict[str, str], *, concurrency: int, rounds: int, warmup: int
+) -> dict[str, Samples]:
+    """Run ``rounds`` rounds of ``concurrency`` streams on every path, the paths taking turns.
+
+    Each path has its own client, kept alive and warmed up first (``warmup`` rounds), so every
+    measured request reuses open connections on both sides of every hop.
+    """
+    # keepalive_expiry under uvicorn's 5 s keep-alive timeout: an idle connection is dropped by
+    # the client before the server may close it under a request being sent on it
+    limits = httpx.Limits(
+        max_connections=concurrency + 8,
+        max_keepalive_connections=concurrency,
+        keepalive_expiry=4.0,
+    )
+    clients = {name: httpx.AsyncClient(timeout=120, limits=limits) for name in urls}
+    samples = {name: Samples() for name in urls}
+    names = list(urls)
+    try:
+        for name in names:
+            for _ in range(warmup):
+                await asyncio.gather(
+                    *(one_stream(clients[name], urls[name]) for _ in range(concurrency))
+                )
+        for number in range(rounds):
+            shift = number % len(names)  # rotate who goes first
+            for name in names[shift:] + names[:shift]:
+                started = time.perf_counter()
+                results = await asyncio.gather(
+                    *(one_stream(clients[name], urls[name]) for _ in range(concurrency))
+                )
+                samples[name].walls.append(time.perf_counter() - started)
+                samples[name].ttfts.extend(first for first, _ in results)
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return samples
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def run(args: argparse.Namespace) -> str:
@@ -249,6 +346,7 @@ def run(args: argparse.Namespace) -> str:
     dump(tool_cassette(SHORT), short_loop_cassette)
     (directory / "bench_tools.py").write_text(textwrap.dedent(TOOLS_MODULE))
     (directory / "relay_app.py").write_text(textwrap.dedent(RELAY_APP))
+    (directory / "tcp_hop.py").write_text(textwrap.dedent(TCP_HOP))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("DEEPSEEK_API_KEY", None)
     cli = [sys.executable, "-m", "streamproxy"]
@@ -266,6 +364,7 @@ def run(args: argparse.Namespace) -> str:
         tools = ["--tools", "bench_tools:TOOLS"]
         return {
             "direct": upstream,
+            "tcp hop (no HTTP)": start([sys.executable, "tcp_hop.py", upstream]),
             "relay": start([sys.executable, "relay_app.py", upstream + "/v1"]),
             "proxy": start([*cli, "serve", "--upstream", upstream + "/v1", *quiet]),
             "proxy + tool round": start(
@@ -274,47 +373,58 @@ def run(args: argparse.Namespace) -> str:
         }
 
     rows: list[tuple[str, int, dict[str, float]]] = []
+    load_before = os.getloadavg()
     try:
         throughput = paths(long_cassette, loop_cassette)
         latency = paths(short_cassette, short_loop_cassette)
-        for concurrency, repeats in ((1, args.repeats * 4), (64, args.repeats)):
+        for concurrency, rounds in ((1, args.repeats * 4), (64, args.repeats)):
+            cost = asyncio.run(
+                measure(throughput, concurrency=concurrency, rounds=rounds, warmup=1)
+            )
+            ttft = asyncio.run(
+                measure(
+                    latency,
+                    concurrency=concurrency,
+                    rounds=args.latency_repeats if concurrency == 1 else rounds,
+                    warmup=args.warmup if concurrency == 1 else 1,
+                )
+            )
             for name in throughput:
-                cost = asyncio.run(
-                    measure(
-                        throughput[name],
-                        concurrency=concurrency,
-                        repeats=repeats,
-                        chunks=args.chunks,
-                    )
-                )
-                ttft = asyncio.run(
-                    measure(
-                        latency[name],
-                        concurrency=concurrency,
-                        repeats=args.latency_repeats if concurrency == 1 else repeats,
-                        chunks=SHORT,
-                    )
-                )
-                result = {"per_chunk_us": cost["per_chunk_us"], "ttft_ms": ttft["ttft_ms"]}
+                wall = statistics.median(cost[name].walls)
+                result = {
+                    "per_chunk_us": wall / (concurrency * args.chunks) * 1e6,
+                    "ttft_ms": statistics.median(ttft[name].ttfts) * 1000,
+                    "ttft_p90_ms": percentile(ttft[name].ttfts, 0.9) * 1000,
+                }
                 rows.append((name, concurrency, result))
-                print(f"  {name:<20} c={concurrency:<3} {result}", file=sys.stderr)
+                shown = ", ".join(f"{key} {value:.2f}" for key, value in result.items())
+                print(f"  {name:<20} c={concurrency:<3} {shown}", file=sys.stderr)
     finally:
         for server in servers:
             server.stop()
-    return table(rows, args)
+    return table(rows, args, load=(load_before, os.getloadavg()))
 
 
-def table(rows: list[tuple[str, int, dict[str, float]]], args: argparse.Namespace) -> str:
+def table(
+    rows: list[tuple[str, int, dict[str, float]]],
+    args: argparse.Namespace,
+    *,
+    load: tuple[tuple[float, ...], tuple[float, ...]],
+) -> str:
     by_key = {(name, concurrency): result for name, concurrency, result in rows}
+    shown_load = " -> ".join(", ".join(f"{value:.2f}" for value in sample) for sample in load)
     lines = [
-        f"Date: {datetime.date.today().isoformat()}; machine: {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}; per-chunk cost over {args.chunks}-chunk streams, "
-        f"TTFT over {SHORT}-chunk streams.",
+        f"Date: {datetime.date.today().isoformat()}; commit {revision()}; machine: "
+        f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, {server_stack()}; load average {shown_load}; "
+        f"per-chunk cost over {args.chunks}-chunk streams (median of {args.repeats * 4} rounds at "
+        f"concurrency 1, {args.repeats} at 64), TTFT over {SHORT}-chunk streams "
+        f"({args.latency_repeats} requests per path at concurrency 1 after {args.warmup} warm-up "
+        f"requests, {args.repeats} x 64 at 64).",
         "",
         "| path | concurrency | per chunk (µs) | added per chunk vs direct (µs) "
-        "| median TTFT (ms) | added TTFT vs direct (ms) |",
-        "|---|---|---|---|---|---|",
+        "| median TTFT (ms) | p90 TTFT (ms) | added median TTFT vs direct (ms) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, concurrency, result in rows:
         direct = by_key[("direct", concurrency)]
@@ -322,33 +432,65 @@ def table(rows: list[tuple[str, int, dict[str, float]]], args: argparse.Namespac
         added_ttft = result["ttft_ms"] - direct["ttft_ms"]
         lines.append(
             f"| {name} | {concurrency} | {result['per_chunk_us']:.1f} | {added_chunk:+.1f} "
-            f"| {result['ttft_ms']:.2f} | {added_ttft:+.2f} |"
+            f"| {result['ttft_ms']:.2f} | {result['ttft_p90_ms']:.2f} | {added_ttft:+.2f} |"
         )
     lines.append("")
     for concurrency in (1, 64):
-        direct = by_key[("direct", concurrency)]["per_chunk_us"]
-        relay = by_key[("relay", concurrency)]["per_chunk_us"]
-        proxy = by_key[("proxy", concurrency)]["per_chunk_us"]
+        direct = by_key[("direct", concurrency)]
+        relay = by_key[("relay", concurrency)]
+        proxy = by_key[("proxy", concurrency)]
+        chunk = {
+            name: result["per_chunk_us"]
+            for name, result in (("direct", direct), ("relay", relay), ("proxy", proxy))
+        }
+        added_ratio = (chunk["proxy"] - chunk["direct"]) / (chunk["relay"] - chunk["direct"])
         lines.append(
-            f"- concurrency {concurrency}: proxy / relay per-chunk cost = {proxy / relay:.2f}x; "
-            f"added cost proxy / relay = {(proxy - direct) / (relay - direct):.2f}x"
+            f"- concurrency {concurrency}: proxy / relay per-chunk cost = "
+            f"{chunk['proxy'] / chunk['relay']:.2f}x; added cost proxy / relay = "
+            f"{added_ratio:.2f}x; median TTFT proxy - relay = "
+            f"{proxy['ttft_ms'] - relay['ttft_ms']:+.2f} ms"
         )
     return "\n".join(lines)
+
+
+def server_stack() -> str:
+    """The event loop and HTTP parser uvicorn picks here ("auto": uvloop, httptools if present)."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"uvicorn on {loop} + {http}, httpx {httpx.__version__}"
+
+
+def revision() -> str:
+    """The commit measured, ``+dirty`` when the proxy or this benchmark has local changes."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*command: str) -> str:
+        done = subprocess.run(["git", *command], cwd=root, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = git("status", "--porcelain", "--", "streamproxy", "benchmarks/bench_proxy.py")
+    return commit + ("+dirty" if changed else "")
 
 
 README = Path(__file__).resolve().parent / "README.md"
 SECTION_INTRO = """`.venv/bin/python benchmarks/bench_proxy.py [--write] [--quick]` (issue 4).
 
-Three paths to the same loopback upstream (`streamproxy replay`, instant timing), each in its own
-process on 127.0.0.1, driven by an httpx client in the benchmark process: **direct** to the replay
-server; a minimal **relay** (httpx `aiter_raw` in, Starlette `StreamingResponse` out, no parsing);
-the **proxy** (`streamproxy serve`, every event parsed by `ChatStream` and re-framed under one
-completion id); and the proxy with a **tool round** (round 1 calls a read-only server tool, round 2
-streams the answer). Per-chunk cost: wall time to read a stream of N content chunks divided by N
-(at concurrency 64, by 64 x N: the whole machine's cost per chunk). TTFT: time to the first
-non-empty `content` delta on separate 5-chunk streams, median over requests (200 sequential at
-concurrency 1). Client, upstream and proxy share the machine's 2 cores, so read the ratios, not
-the absolute numbers.
+Paths to the same loopback upstream (`streamproxy replay`, instant timing), each in its own
+process on 127.0.0.1, driven by httpx clients in the benchmark process: **direct** to the replay
+server; a **tcp hop**, a raw TCP forwarder with no HTTP at all (the floor of putting any process
+in the path); a minimal **relay** (httpx `aiter_raw` in, Starlette `StreamingResponse` out, no
+parsing; the proxy's httpx limits, timeouts and request headers, uvicorn without access log); the
+**proxy** (`streamproxy serve`, every event parsed by `ChatStream` and re-framed under one
+completion id); and the proxy with a **tool round** (round 1 calls a read-only server tool, round
+2 streams the answer). Every path has its own client; every connection on every hop is kept
+alive and warmed up before measuring (the proxy opens one upstream connection for the whole
+run at concurrency 1), and the paths take turns round by round, so load changes during the run
+hit all of them alike. Per-chunk cost: wall time to read a stream of N content chunks divided by
+N (at concurrency 64, by 64 x N: the whole machine's cost per chunk). TTFT: time to the first
+non-empty `content` delta on separate 5-chunk streams, median and 90th percentile over requests.
+Client, upstream and proxy share the machine's 2 cores, and other work on the machine shows in
+the load average, so read the differences within one run, not the absolute numbers.
 
 Target (issue 4): per-chunk cost within 1.5x of the relay's; median added TTFT under 1 ms at
 concurrency 1."""
@@ -372,13 +514,16 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=1000, help="content chunks per stream")
     parser.add_argument("--repeats", type=int, default=3, help="rounds at concurrency 64")
     parser.add_argument(
-        "--latency-repeats", type=int, default=200, help="sequential requests for TTFT at c=1"
+        "--latency-repeats", type=int, default=500, help="requests per path for TTFT at c=1"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=50, help="warm-up requests per path before TTFT at c=1"
     )
     parser.add_argument("--quick", action="store_true", help="one round, 300 chunks")
     parser.add_argument("--write", action="store_true", help="update benchmarks/README.md")
     args = parser.parse_args()
     if args.quick:
-        args.chunks, args.repeats, args.latency_repeats = 300, 1, 50
+        args.chunks, args.repeats, args.latency_repeats, args.warmup = 300, 1, 100, 10
     result = run(args)
     print(result)
     if args.write:
