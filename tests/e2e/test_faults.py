@@ -22,10 +22,11 @@ import os
 import socket
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -730,11 +731,7 @@ def test_client_disconnects_during_a_running_tool(case: Servers) -> None:
 
 def test_client_disconnects_during_a_running_tool_non_streaming(case: Servers) -> None:
     script(case, {"interaction": CALLS["slow"]})
-    with (
-        httpx.Client(timeout=httpx.Timeout(CLIENT_TIMEOUT, read=0.5)) as client,
-        pytest.raises(httpx.ReadTimeout),
-    ):
-        client.post(f"{case.proxy_url}/v1/chat/completions", json=request_body())
+    post_then_leave(case.proxy_url, request_body(), lambda: "slow started" in tool_events(case))
     wait_for_tool_event(case, "slow cancelled")
     assert tool_events(case) == ["slow started", "slow cancelled"]
     assert len(upstream_requests(case)) == 1
@@ -742,15 +739,30 @@ def test_client_disconnects_during_a_running_tool_non_streaming(case: Servers) -
 
 def test_client_disconnects_during_a_retry_backoff(case: Servers) -> None:
     script(case, {"status": 429, "retry_after": LONG_RETRY_AFTER})
-    with (
-        httpx.Client(timeout=httpx.Timeout(CLIENT_TIMEOUT, read=0.5)) as client,
-        pytest.raises(httpx.ReadTimeout),
-    ):
-        client.post(f"{case.proxy_url}/v1/chat/completions", json=request_body(stream=True))
+    body = request_body(stream=True)
+    post_then_leave(case.proxy_url, body, lambda: len(upstream_requests(case)) == 1)
     # the backoff is cancelled with the request: no task is left to send the retry (the case
     # fixture waits for idle far less than Retry-After), and only the first attempt was sent
     wait_until_idle(case, case.proxy_url, baseline=case.baselines[case.proxy_url])
     assert len(upstream_requests(case)) == 1
+
+
+def post_then_leave(proxy_url: str, body: dict[str, object], is_time: Callable[[], bool]) -> None:
+    """POST ``body`` on a raw socket, wait (bounded) until ``is_time()``, then close the socket."""
+    address = urlsplit(proxy_url)
+    payload = orjson.dumps(body)
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {address.netloc}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
+    connection = (address.hostname or "127.0.0.1", address.port or 80)
+    with socket.create_connection(connection, timeout=CLIENT_TIMEOUT) as sock:
+        sock.sendall(head.encode() + payload)
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while not is_time():
+            if time.monotonic() > deadline:
+                pytest.fail("the moment to leave never came")
+            time.sleep(0.02)
 
 
 def wait_for_tool_event(servers: Servers, line: str) -> None:
