@@ -4,9 +4,9 @@
 429, 500 and 503 answers and connection failures with exponential backoff, honouring
 ``Retry-After`` up to a ceiling. Every failure becomes an ``UpstreamError`` carrying the
 upstream's status and error body (with the API key scrubbed out); a 2xx answer whose body is
-JSON (an error some gateways send under 200) is one too, with status 502. Once bytes flow, nothing is
-retried: ``UpstreamResponse.aiter_bytes`` maps transport failures to ``UpstreamError`` and the
-caller decides what the client sees.
+JSON (an error some gateways send under 200) is one too, with status 502. Once bytes flow,
+nothing is retried: ``UpstreamResponse.aiter_bytes`` maps transport failures to
+``UpstreamError`` and the caller decides what the client sees.
 
 Any ``httpx.AsyncBaseTransport`` can be injected (a cassette replay, ``httpx.MockTransport``).
 """
