@@ -533,6 +533,14 @@ def test_retries_give_up_with_the_upstream_status(case: Servers) -> None:
     assert len(upstream_requests(case)) == RETRIES + 1
 
 
+def test_a_retry_after_past_the_ceiling_is_not_waited_for(case: Servers) -> None:
+    script(case, {"status": 429, "retry_after": 3600})  # over --max-retry-wait (30 s)
+    seen = stream(case, case.proxy_url)  # the client's timeout (10 s) bounds the wait
+    assert seen.status == 429
+    assert orjson.loads(seen.body)["error"]["type"] == "rate_limit_error"
+    assert len(upstream_requests(case)) == 1
+
+
 @pytest.mark.parametrize(
     ("status", "kind", "error_type"),
     [
