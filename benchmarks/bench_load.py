@@ -59,6 +59,7 @@ from streamproxy.cassette.format import (
 )
 
 MODEL = "deepseek-v4-flash"
+DIAGNOSTICS = "/_streamproxy/diagnostics"
 PLAIN_CHUNKS = 24
 ANSWER_CHUNKS = 16
 HOLD_MS = 120_000.0
@@ -782,10 +783,15 @@ def _load_average() -> str:
 
 async def soak(
     proxy_url: str, replay_url: str, pid: int, mix: Mix, args: argparse.Namespace
-) -> tuple[list[tuple[float, int]], int, int]:
-    """``args.soak`` seconds of traffic; (RSS samples, streams checked, streams failed)."""
+) -> tuple[list[tuple[float, int]], int, int, dict[str, object]]:
+    """``args.soak`` seconds of traffic.
+
+    Returns the RSS samples, the streams checked and failed, and the proxy's diagnostics two
+    seconds after the traffic stopped.
+    """
     deadline = time.monotonic() + args.soak
     samples: list[tuple[float, int]] = []
+    tasks: list[int] = []
     checked = failed = 0
     failures: list[str] = []
     started = time.monotonic()
@@ -808,6 +814,8 @@ async def soak(
     async def sampler() -> None:
         async with httpx.AsyncClient() as client:
             while time.monotonic() < deadline:
+                diagnostics = (await client.get(f"{proxy_url}{DIAGNOSTICS}")).json()
+                tasks.append(int(diagnostics["asyncio_tasks"]))
                 samples.append((time.monotonic() - started, rss(pid)))
                 # the replay server keeps every request for inspection; keep it small
                 await client.delete(f"{replay_url}/_streamproxy/requests")
@@ -818,9 +826,14 @@ async def soak(
     workers += [worker(mix.paced, i) for i in range(len(mix.paced))]
     await asyncio.gather(sampler(), *workers)
     samples.append((time.monotonic() - started, rss(pid)))
+    await asyncio.sleep(2.0)
+    async with httpx.AsyncClient() as client:
+        after = (await client.get(f"{proxy_url}{DIAGNOSTICS}")).json()
+    after["asyncio_tasks_under_load_max"] = max(tasks, default=0)
+    after["rss_after_idle"] = rss(pid)
     for line in failures:
         print("  soak failure:", line, file=sys.stderr)
-    return samples, checked, failed
+    return samples, checked, failed, after
 
 
 def slope_per_minute(samples: Sequence[tuple[float, int]]) -> float:
@@ -843,20 +856,26 @@ def run_soak(args: argparse.Namespace) -> str:
     env.pop("DEEPSEEK_API_KEY", None)
     replay = Server(replay_command(cassette), cwd=directory, env=env)
     try:
-        proxy = Server(proxy_command(replay.url), cwd=directory, env=env)
+        proxy = Server(proxy_command(replay.url, "--diagnostics"), cwd=directory, env=env)
         try:
-            samples, checked, failed = asyncio.run(
+            samples, checked, failed, after = asyncio.run(
                 soak(proxy.url, replay.url, proxy.process.pid, mix, args)
             )
         finally:
             proxy.stop()
     finally:
         replay.stop()
-    return soak_table(samples, checked, failed, args)
+    if args.samples:
+        args.samples.write_text(orjson.dumps({"samples": samples, "after": after}).decode())
+    return soak_table(samples, checked, failed, after, args)
 
 
 def soak_table(
-    samples: list[tuple[float, int]], checked: int, failed: int, args: argparse.Namespace
+    samples: list[tuple[float, int]],
+    checked: int,
+    failed: int,
+    after: dict[str, object],
+    args: argparse.Namespace,
 ) -> str:
     warm = [sample for sample in samples if sample[0] >= args.warmup] or samples
     values = [value for _, value in warm]
@@ -883,6 +902,13 @@ def soak_table(
         "",
         f"Flat means: after a {args.warmup:g} s warm-up, the fitted slope projects less than "
         "2 MiB over 10 minutes, and the second half's peak is within 2 MiB of the first half's.",
+        "",
+        f"Two seconds after the traffic stopped (`/_streamproxy/diagnostics`): "
+        f"{after.get('active_requests')} active requests, "
+        f"{after.get('open_upstream_responses')} open upstream responses, "
+        f"{after.get('running_tools')} running tools, {after.get('asyncio_tasks')} asyncio tasks "
+        f"(at most {after.get('asyncio_tasks_under_load_max')} under load); RSS "
+        f"{mib(float(str(after.get('rss_after_idle', 0))))} MiB.",
     ]
     return "\n".join(lines)
 
@@ -906,29 +932,23 @@ read the ratios."""
 
 
 def write_section(part: str, text: str) -> None:
-    """Replace ``part`` (``### Load`` or ``### Soak``) under ``## Load and soak`` in the README."""
+    """Replace ``### part`` under ``## Load and soak`` in the README (only that block)."""
     readme = README.read_text() if README.exists() else "# Benchmarks\n"
-    start = readme.find(SECTION + "\n")
-    if start < 0:
+    if SECTION + "\n" not in readme:
         readme = readme.rstrip("\n") + f"\n\n{SECTION}\n\n{SECTION_INTRO}\n"
-        start = readme.find(SECTION + "\n")
-    end = readme.find("\n## ", start + 1)
-    end = len(readme) if end < 0 else end + 1
+    start = readme.index(SECTION + "\n")
+    following = readme.find("\n## ", start + 1)
+    end = len(readme) if following < 0 else following + 1
     section = readme[start:end].rstrip("\n") + "\n"
     heading = f"### {part}\n"
-    block = f"{heading}\n{text}\n"
-    position = section.find(heading)
-    if position < 0:
-        section = section + "\n" + block
+    block = f"{heading}\n{text.rstrip()}\n"
+    if heading in section:
+        position = section.index(heading)
+        after = section.find("\n### ", position + 1)
+        section = section[:position] + block + (section[after:] if after >= 0 else "")
     else:
-        following = section.find("\n### ", position + 1)
-        section = section[:position] + block + (section[following + 1 :] if following >= 0 else "")
-    readme = (
-        readme[:start]
-        + section.rstrip("\n")
-        + "\n"
-        + ("\n" + readme[end:] if end < len(readme) else "")
-    )
+        section += "\n" + block
+    readme = readme[:start] + section + ("\n" + readme[end:] if end < len(readme) else "")
     README.write_text(readme)
 
 
@@ -941,6 +961,7 @@ def main() -> None:
     parser.add_argument("--paced", type=int, default=16, help="soak clients on paced streams")
     parser.add_argument("--sample-every", type=float, default=5.0, metavar="SECONDS")
     parser.add_argument("--warmup", type=float, default=60.0, metavar="SECONDS")
+    parser.add_argument("--samples", type=Path, help="soak: write the RSS samples (JSON) here")
     parser.add_argument("--write", action="store_true", help="update benchmarks/README.md")
     args = parser.parse_args()
     if args.soak:
