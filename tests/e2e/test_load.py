@@ -295,11 +295,21 @@ def _key(conversation: Conversation) -> str:
 # ---------------------------------------------------------------- tests
 
 
+def diagnostics(proxy: Process) -> dict[str, object]:
+    return httpx.get(f"{proxy.url}/_streamproxy/diagnostics").json()
+
+
 def test_500_concurrent_streams_through_one_proxy_process(setup: Setup) -> None:
-    proxy = setup.start_proxy("single.log")
+    proxy = setup.start_proxy("single.log", "--diagnostics")
     try:
+        idle = diagnostics(proxy)
         run_mix(setup, proxy, "single.log")
-        # still serving afterwards
+        # afterwards nothing is left open or running, and the proxy still serves
+        deadline = time.monotonic() + 10
+        while (after := diagnostics(proxy)) != idle and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert after == idle
+        assert idle["open_upstream_responses"] == idle["running_tools"] == 0
         assert httpx.get(f"{proxy.url}/healthz").json() == {"status": "ok"}
     finally:
         log = proxy.terminate()
