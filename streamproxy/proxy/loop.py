@@ -99,6 +99,13 @@ audit_logger = logging.getLogger("streamproxy.audit")
 logger = logging.getLogger("streamproxy.proxy")
 
 
+class InternalError(StreamProxyError):
+    """An unexpected failure inside the proxy (a bug); the details are only in the log."""
+
+    status_hint = 500
+    code = "internal_error"
+
+
 class ToolRoundsExceededError(StreamProxyError):
     """The model kept calling server tools past ``max_rounds``."""
 
@@ -632,6 +639,10 @@ class TurnRunner:
         except StreamProxyError as error:
             logger.warning("request %s failed mid-stream: %s", self.request_id, error.message)
             yield encode_error(error)
+        except Exception:
+            # a bug, not bad input: the client is still told, once; the details go to the log
+            logger.exception("request %s failed mid-stream on an internal error", self.request_id)
+            yield encode_error(InternalError(f"the proxy failed (request {self.request_id})"))
         finally:
             await self.aclose()
 
