@@ -21,6 +21,11 @@ Cost: every byte is examined a bounded number of times. An unfinished line is ke
 pieces and joined once, so one huge event split over many reads stays linear (the bug of
 rexxars/eventsource-parser#28 and florimondmanca/httpx-sse#40).
 
+``strict_fields=True`` makes a line with any other field name a ``ProtocolError`` instead of
+ignoring it. The spec ignores such lines, but no chat-completion provider sends them, and bytes
+that corrupt the start of a ``data:`` line turn it into one: ignoring it would drop a chunk
+without a word (``ChatStream`` decodes strictly).
+
 One deliberate leniency: at end of input, an event whose last line was complete but which lacks
 the final blank line is dispatched (many servers close right after ``data: [DONE]\\n``). A last line
 cut in the middle is reported as ``is_truncated``.
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streamproxy.core.errors import LimitExceededError
+from streamproxy.core.errors import LimitExceededError, ProtocolError
 from streamproxy.core.limits import DEFAULT_MAX_EVENT_SIZE
 
 _BOM = b"\xef\xbb\xbf"
@@ -54,8 +59,11 @@ RawEvent = tuple[str, bytes, str | None, int | None]
 class SSEDecoder:
     """Incremental SSE decoder; feed bytes with ``feed``, finish with ``close``."""
 
-    def __init__(self, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
+    def __init__(
+        self, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE, strict_fields: bool = False
+    ) -> None:
         self._max_event_size = max_event_size
+        self._strict_fields = strict_fields
         self._partial: list[bytes] = []  # pieces of the current unfinished line
         self._partial_size = 0
         self._skip_leading_lf = False  # the previous piece ended in "\r"
@@ -214,6 +222,8 @@ class SSEDecoder:
         elif field == "data":  # "data" with no colon: an empty data line
             self._data.append(b"")
             self._data_size += 1
+        elif self._strict_fields and field not in ("retry", "id"):
+            raise ProtocolError(f"an SSE line has an unknown field: {line[:80]!r}")
 
     def _dispatch(self, events: list[RawEvent]) -> None:
         data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)

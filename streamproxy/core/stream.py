@@ -57,7 +57,7 @@ class ChatStream:
         self._assembler = Assembler(
             tools=tools, previews=previews, limits=self.limits, max_tokens=max_tokens
         )
-        self._decoder = SSEDecoder(max_event_size=self.limits.max_event_size)
+        self._decoder = SSEDecoder(max_event_size=self.limits.max_event_size, strict_fields=True)
         self.dialect: Dialect | None = dialect
         self._anthropic: AnthropicReader | None = None
         self._template: ChunkTemplate | None = None  # see template.py

@@ -106,6 +106,17 @@ def test_a_malformed_chunk_is_a_protocol_error_and_keeps_what_came_before(
     assert stream.message()["content"] == "kept"
 
 
+def test_a_line_with_an_unknown_field_is_a_protocol_error_not_a_silent_drop() -> None:
+    # garbage before "data:" makes the line's field "xyzdata": the spec would ignore the line,
+    # and with it the chunk; a chat stream never has such fields, so it is an error
+    stream = ChatStream()
+    stream.receive_data(sse(chunk({"content": "kept"}), done=False))
+    with pytest.raises(ProtocolError, match="unknown field"):
+        stream.receive_data(b'\x07\x1bdata: {"choices": []}\n\n')
+    assert stream.receive_eof()[-1].is_clean is False
+    assert stream.message()["content"] == "kept"
+
+
 def test_a_huge_event_hits_the_limit_not_memory() -> None:
     stream = ChatStream(limits=Limits(max_event_size=1024))
     with pytest.raises(LimitExceededError):
@@ -113,8 +124,16 @@ def test_a_huge_event_hits_the_limit_not_memory() -> None:
     assert stream.receive_eof()[-1].is_clean is False
 
 
-def test_body_that_is_not_sse_ends_uncleanly() -> None:
+def test_body_that_is_not_sse_is_a_protocol_error_naming_the_line() -> None:
     stream = ChatStream()
-    assert stream.receive_data(b"<html>502 Bad Gateway</html>\n") == []
+    with pytest.raises(ProtocolError, match="502 Bad Gateway"):
+        stream.receive_data(b"<html>502 Bad Gateway</html>\n")
+    (end,) = stream.receive_eof()
+    assert end.is_clean is False and "502 Bad Gateway" in (end.reason or "")
+
+
+def test_an_empty_body_ends_uncleanly() -> None:
+    stream = ChatStream()
+    assert stream.receive_data(b": keep-alive\n\n") == []
     (end,) = stream.receive_eof()
     assert end == StreamEnded(is_clean=False, reason="the stream ended before any chunk")
