@@ -661,6 +661,18 @@ def test_garbage_bytes(case: Servers) -> None:
     assert_error_frame_ends_the_stream(seen, "not JSON")
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_garbage_bytes_between_events(case: Servers, seed: int) -> None:
+    # garbage glued to the start of "data:" used to make the line an unknown field, which the
+    # SSE standard ignores: the chunk vanished without an error. Now it is a protocol error.
+    at = end_of_event_with(ANSWER_BODY, b'"quick')
+    script(case, {"interaction": ANSWER, "garbage_at": at, "seed": seed})
+    seen = stream(case, case.proxy_url)
+    assert "".join(CONTENT).startswith(seen.content)
+    error = assert_error_frame_ends_the_stream(seen, "")
+    assert error["code"] == "upstream_protocol_error"
+
+
 # ---------------------------------------------------------------------------------- server tools
 
 
