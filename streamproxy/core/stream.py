@@ -243,7 +243,8 @@ class ChatStream:
 
 
 def _detect_dialect(payload: Mapping[str, Any], event: str) -> Dialect:
-    if event in EVENT_TYPES or payload.get("type") in EVENT_TYPES:
+    kind = payload.get("type")
+    if event in EVENT_TYPES or (isinstance(kind, str) and kind in EVENT_TYPES):
         return "anthropic-messages"
     return "openai-chat"
 

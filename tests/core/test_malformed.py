@@ -78,6 +78,7 @@ def test_mutated_recordings_raise_only_documented_errors(
         pytest.param("not json", "not JSON", id="not-json"),
         pytest.param("[1, 2]", "not a JSON object", id="not-an-object"),
         pytest.param('{"choices": {"0": {}}}', "choices is not a list", id="choices-not-list"),
+        pytest.param('{"type": {"a": 1}, "choices": 3}', "choices", id="type-object"),
         pytest.param(
             '{"choices": [{"delta": []}]}', "delta is not an object", id="delta-not-object"
         ),
@@ -115,6 +116,16 @@ def test_a_line_with_an_unknown_field_is_a_protocol_error_not_a_silent_drop() ->
         stream.receive_data(b'\x07\x1bdata: {"choices": []}\n\n')
     assert stream.receive_eof()[-1].is_clean is False
     assert stream.message()["content"] == "kept"
+
+
+@pytest.mark.parametrize("first", ['{"type": []}', '{"type": {"a": 1}}', '{"type": 5}'])
+def test_a_first_payload_with_an_odd_type_field_is_read_as_an_openai_chunk(first: str) -> None:
+    # found by fuzz/fuzz_core.py: dialect detection raised TypeError on an unhashable "type"
+    stream = ChatStream()
+    stream.receive_data(sse(first, chunk({"content": "ok"}, finish="stop")))
+    assert stream.dialect == "openai-chat"
+    assert stream.receive_eof()[-1].is_clean
+    assert stream.message()["content"] == "ok"
 
 
 def test_a_huge_event_hits_the_limit_not_memory() -> None:
