@@ -309,7 +309,8 @@ def check_events(events: list[Event], stream: ChatStream) -> None:
                     raise InvariantError(
                         "ready-arguments", f"{event.arguments[:60]!r} != {joined[:60]!r}"
                     )
-                if orjson.loads(event.arguments) != event.parsed or not isinstance(
+                # the standard library's parser: the core keeps integers past 64 bits exact
+                if json.loads(event.arguments) != event.parsed or not isinstance(
                     event.parsed, dict
                 ):
                     raise InvariantError("ready-parsed", "parsed differs from the arguments")
