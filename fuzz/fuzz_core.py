@@ -651,7 +651,23 @@ def main() -> int:
         default=Path(tempfile.gettempdir()) / "streamproxy-fuzz-findings",
         help="where the first input and traceback of each finding go",
     )
+    parser.add_argument(
+        "--reproduce",
+        type=Path,
+        metavar="FILE",
+        help="run the checks on one saved input (fed whole and in 4 KiB pieces) and exit",
+    )
+    parser.add_argument("--tiny-limits", action="store_true", help="with --reproduce")
     args = parser.parse_args()
+    if args.reproduce:
+        body = args.reproduce.read_bytes()
+        options = Options(
+            limits=TINY_LIMITS if args.tiny_limits else None, tools=None, previews=True
+        )
+        fractions = [i / len(body) for i in range(4096, len(body), 4096)] if body else []
+        print(f"{args.reproduce}: {len(body):,} bytes, {options}")
+        print("documented error:", run_case(options, body, fractions))
+        return 0
     signal.signal(signal.SIGALRM, _on_alarm)
     targets = TARGETS if args.target == "all" else (args.target,)
     report = Report(directory=args.findings)
