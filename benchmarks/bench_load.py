@@ -361,6 +361,8 @@ class StreamResult:
     started: float = 0.0
     token_times: list[float] = field(default_factory=list)
     """Arrival time of each frame carrying content or reasoning (perf_counter)."""
+    round_starts: list[int] = field(default_factory=list)
+    """Indexes into ``token_times`` of the first token of a later round (after a tool ran)."""
     failure: str | None = None
 
     @property
@@ -404,6 +406,8 @@ def read_frames(result: StreamResult, frames: list[bytes]) -> None:
         for choice in payload.get("choices") or []:
             delta = choice.get("delta") or {}
             if delta.get("content"):
+                if delta["content"].startswith("\n\n") and result.content:
+                    result.round_starts.append(len(result.token_times))
                 result.content.append(delta["content"])
                 has_token = True
             if delta.get("reasoning_content"):
@@ -599,6 +603,8 @@ class Row:
     ttft_p99: float
     gap_p50: float
     gap_p99: float
+    tool_gap_p50: float
+    tool_gap_p99: float
     idle_rss: int
     peak_rss: int
 
@@ -613,24 +619,32 @@ def summarise(
     *,
     through_proxy: bool,
 ) -> Row:
-    errors = sum(1 for result in results if check(result, through_proxy=through_proxy))
-    ttfts = [result.ttft for result in results if result.ttft is not None]
-    gaps = [
-        later - earlier
-        for result in results
-        for earlier, later in zip(result.token_times, result.token_times[1:], strict=False)
+    failures = [
+        problems for result in results if (problems := check(result, through_proxy=through_proxy))
     ]
+    for problems in failures[:3]:
+        print(f"  {path} {traffic}: {problems}", file=sys.stderr)
+    ttfts = [result.ttft for result in results if result.ttft is not None]
+    gaps: list[float] = []
+    tool_gaps: list[float] = []
+    for result in results:
+        times = result.token_times
+        for index in range(1, len(times)):
+            gap = times[index] - times[index - 1]
+            (tool_gaps if index in result.round_starts else gaps).append(gap)
     return Row(
         path=path,
         traffic=traffic,
         streams=len(results),
-        errors=errors,
+        errors=len(failures),
         wall=wall,
         tokens=sum(len(result.token_times) for result in results),
         ttft_p50=percentile(ttfts, 0.5),
         ttft_p99=percentile(ttfts, 0.99),
         gap_p50=percentile(gaps, 0.5),
         gap_p99=percentile(gaps, 0.99),
+        tool_gap_p50=percentile(tool_gaps, 0.5),
+        tool_gap_p99=percentile(tool_gaps, 0.99),
         idle_rss=idle,
         peak_rss=peak,
     )
@@ -701,29 +715,38 @@ def run_bench(args: argparse.Namespace) -> str:
     per_stream: list[tuple[str, int, int, int]] = []
     try:
         replay = start(replay_command(cassette))
-        relay = start([sys.executable, "relay_app.py", replay.url + "/v1"])
-        proxy = start(proxy_command(replay.url))
+        commands = {
+            "relay": [sys.executable, "relay_app.py", replay.url + "/v1"],
+            "proxy": proxy_command(replay.url),
+        }
         plain = [mix.plain[i % len(mix.plain)] for i in range(args.streams)]
         paths = [
-            ("direct", replay, plain, "plain", False),
-            ("relay", relay, plain, "plain", False),
-            ("proxy", proxy, plain, "plain", True),
-            ("proxy", proxy, mix.alternating(args.streams), "mix (½ tool loops)", True),
+            ("direct", plain, "plain", False),
+            ("relay", plain, "plain", False),
+            ("proxy", plain, "plain", True),
+            ("proxy", mix.alternating(args.streams), "mix (½ tool loops)", True),
         ]
         for _ in range(args.repeats):
-            for name, server, traffic, label, through_proxy in paths:
+            for name, traffic, label, through_proxy in paths:
+                # a fresh relay or proxy process per run, so its peak RSS is this run's
+                server = replay if name == "direct" else start(commands[name])
                 asyncio.run(run_load(server.url, traffic[:20]))  # warm up
                 idle = rss(server.process.pid)
                 results, wall, peak = asyncio.run(
                     run_load(server.url, traffic, progress=through_proxy, pid=server.process.pid)
                 )
+                if server is not replay:
+                    server.stop()
                 row = summarise(name, label, results, wall, idle, peak, through_proxy=through_proxy)
                 rows.append(row)
                 print(f"  {row}", file=sys.stderr)
-        for name, server in (("relay", relay), ("proxy", proxy)):
+        for name, command in commands.items():
+            server = start(command)
+            asyncio.run(run_load(server.url, mix.plain[:20]))  # warm up
             before, during, after = asyncio.run(
                 open_streams(server.url, mix.held, server.process.pid)
             )
+            server.stop()
             per_stream.append((name, before, during, after))
             print(f"  open streams {name}: {before} {during} {after}", file=sys.stderr)
     finally:
@@ -741,22 +764,32 @@ def load_table(
         f"Python {platform.python_version()}; {args.streams} concurrent streams per run, "
         f"best run of {args.repeats} by wall time; load average at start: {_load_average()}.",
         "",
-        "| path | traffic | streams | errors | wall (s) | streams/s | tokens/s "
-        "| TTFT p50 / p99 (ms) | per-chunk gap p50 / p99 (ms) | RSS idle → peak (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| path | traffic | streams | errors (all runs) | wall (s) | streams/s | tokens/s "
+        "| TTFT p50 / p99 (ms) | per-chunk gap p50 / p99 (ms) | tool round gap p50 / p99 (ms) "
+        "| RSS idle → peak (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     best: dict[tuple[str, str], Row] = {}
     for row in rows:
         key = (row.path, row.traffic)
         if key not in best or row.wall < best[key].wall:
             best[key] = row
-    for row in best.values():
+    for key, row in best.items():
+        runs = [other for other in rows if (other.path, other.traffic) == key]
+        errors = f"{sum(other.errors for other in runs)} of {sum(other.streams for other in runs)}"
+        tool_gap = (
+            f"{row.tool_gap_p50 * 1000:.0f} / {row.tool_gap_p99 * 1000:.0f}"
+            if row.tool_gap_p50 == row.tool_gap_p50  # not NaN: the traffic had tool rounds
+            else "—"
+        )
+        memory = (
+            f"{mib(row.idle_rss)} → {mib(row.peak_rss)}" if row.path != "direct" else "(upstream)"
+        )
         lines.append(
-            f"| {row.path} | {row.traffic} | {row.streams} | {row.errors} | {row.wall:.2f} "
+            f"| {row.path} | {row.traffic} | {row.streams} | {errors} | {row.wall:.2f} "
             f"| {row.streams / row.wall:.0f} | {row.tokens / row.wall:,.0f} "
             f"| {row.ttft_p50 * 1000:.0f} / {row.ttft_p99 * 1000:.0f} "
-            f"| {row.gap_p50 * 1000:.2f} / {row.gap_p99 * 1000:.1f} "
-            f"| {mib(row.idle_rss)} → {mib(row.peak_rss)} |"
+            f"| {row.gap_p50 * 1000:.2f} / {row.gap_p99 * 1000:.1f} | {tool_gap} | {memory} |"
         )
     lines += [
         "",
