@@ -146,10 +146,27 @@ def match_messages(
         if (
             recorded.method == request.method
             and normalise_path(recorded.path) == normalise_path(request.path)
-            and conversation(recorded.body) == wanted
+            and _recorded_conversation(recorded) == wanted
         ):
             return interaction
     return None
+
+
+# A recorded request's conversation, computed once (a cassette of a thousand interactions is
+# scanned on every request). Keyed by identity, checked against the object itself, bounded.
+_RECORDED: dict[int, tuple[RecordedRequest, bytes | None]] = {}
+_MAX_RECORDED = 100_000
+
+
+def _recorded_conversation(recorded: RecordedRequest) -> bytes | None:
+    entry = _RECORDED.get(id(recorded))
+    if entry is not None and entry[0] is recorded:
+        return entry[1]
+    if len(_RECORDED) >= _MAX_RECORDED:
+        _RECORDED.clear()
+    key = conversation(recorded.body)
+    _RECORDED[id(recorded)] = (recorded, key)
+    return key
 
 
 MATCHERS: dict[str, Matcher] = {
