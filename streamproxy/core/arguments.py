@@ -37,7 +37,9 @@ PREVIEW_GROWTH = 1.5
 _LONG_DIGITS = re.compile(r"\d{19}")
 
 _NEXT_TOKEN = re.compile(r'[{}\[\]",:]|[^\s{}\[\]",:]+')
-_STRING_STOP = re.compile(r'["\\]')
+# A string's body up to its closing quote or the end of the text: runs of plain characters and
+# escape pairs (the unrolled form, linear, no backtracking).
+_STRING_BODY = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
 _OPEN_ESCAPE_TAIL = re.compile(r"\\u[0-9a-fA-F]{0,3}$")
 BLANK = " \t\r\n"  # JSON whitespace
 _BLANK = BLANK
@@ -203,18 +205,15 @@ class ArgumentsBuffer:
                     self._pending_escape = False
                     position += 1
                     continue
-                match = _STRING_STOP.search(text, position)
-                if match is None:
+                # the rest of the string, escapes included, in one match (C, not a Python loop)
+                stop = _STRING_BODY.match(text, position).end()  # type: ignore[union-attr]
+                if stop >= end:
                     position = end
                     break
-                stop = match.start()
-                if text[stop] == "\\":
-                    if stop + 1 < end:
-                        position = stop + 2
-                    else:
-                        self._pending_escape = True
-                        position = end
-                    continue
+                if text[stop] == "\\":  # a backslash ends the text: its escape comes later
+                    self._pending_escape = True
+                    position = end
+                    break
                 position = stop + 1
                 self._in_string = False
                 if not self._is_key:
