@@ -55,6 +55,9 @@ pytestmark = pytest.mark.e2e
 
 STREAMS = 500
 MIXED_TURNS = 24
+# Batches of mixed turns to try until one approval lands on another worker than the one that
+# handed its call out (a worker's event loop may accept a whole burst of connections at once).
+MIXED_BATCHES = 8
 
 
 # ---------------------------------------------------------------- a mixed turn with a write call
@@ -177,7 +180,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     directory = tmp_path_factory.mktemp("load")
     mix = build_mix(plain=40, tool=40)
     mixed: list[dict[str, object]] = []
-    for index in range(3 * MIXED_TURNS):
+    for index in range(MIXED_BATCHES * MIXED_TURNS):
         expected, interactions = mixed_turn(index)
         mixed.append(expected)
         mix.interactions.extend(interactions)
