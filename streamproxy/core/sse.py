@@ -70,6 +70,7 @@ class SSEDecoder:
         self._at_start = True  # a BOM may still come
         self._data: list[bytes] = []
         self._data_size = 0
+        self._completed: list[bytes | RawEvent] = []  # dispatched, not yet handed out
         self._event = ""
         self._last_id: str | None = None
         self._retry: int | None = None
@@ -96,34 +97,46 @@ class SSEDecoder:
         An event with no ``event:`` name is given as its data alone (``bytes``); any other as a
         ``RawEvent`` tuple. Splitting whole one-line events this way costs no Python work per
         event, which is most of the decoder's cost on a fast stream.
+
+        Raises ``ProtocolError`` (``LimitExceededError``) at the first bad line; the events
+        completed before it are kept for ``take_completed``, so nothing before an error is lost.
         """
+        self._feed(data)
+        completed, self._completed = self._completed, []
+        return completed
+
+    def take_completed(self) -> list[bytes | RawEvent]:
+        """The events completed before ``feed_raw`` raised (then empty until it raises again)."""
+        completed, self._completed = self._completed, []
+        return completed
+
+    def _feed(self, data: bytes) -> None:
         if not data:
-            return []
+            return
         self.bytes_received += len(data)
         if self._skip_leading_lf:
             self._skip_leading_lf = False
             if data[:1] == b"\n":
                 data = data[1:]
                 if not data:
-                    return []
+                    return
         if self._at_start:
             head = b"".join(self._partial) + data
             if len(head) < len(_BOM) and _BOM.startswith(head):
                 self._partial, self._partial_size = [head], len(head)
-                return []
+                return
             self._at_start = False
             self._partial, self._partial_size = [], 0
             data = head[len(_BOM) :] if head.startswith(_BOM) else head
-        if b"\r" in data:
-            return list(self._feed_lines(data))
-        boundary = data.find(b"\n\n")
+        boundary = -1 if b"\r" in data else data.find(b"\n\n")
         if boundary < 0:
-            return list(self._feed_lines(data))
+            self._feed_lines(data)
+            return
         # Up to the first blank line, the line-by-line path. After it no event is pending, so the
         # complete events that follow can be cut at blank lines; when every one of them is a
         # single "data: " line (each line feed belongs to a blank-line separator followed by
         # "data: "), their payloads are cut out in one pass, with no per-event work in Python.
-        events: list[bytes | RawEvent] = list(self._feed_lines(data[: boundary + 2]))
+        self._feed_lines(data[: boundary + 2])
         remaining = data[boundary + 2 :]
         end = remaining.rfind(b"\n\n")
         if end < 0:
@@ -139,15 +152,14 @@ class SSEDecoder:
                 payloads = complete[6:].split(b"\n\ndata: ")
                 if b"" in payloads:
                     payloads = [payload for payload in payloads if payload]
-                events += payloads
+                self._completed += payloads
             else:
                 for block in complete.split(b"\n\n"):
-                    events += self._feed_lines(block + b"\n\n")
+                    self._feed_lines(block + b"\n\n")
         if rest:
-            events += self._feed_lines(rest)
-        return events
+            self._feed_lines(rest)
 
-    def _feed_lines(self, data: bytes) -> list[RawEvent]:
+    def _feed_lines(self, data: bytes) -> None:
         """Decode ``data`` line by line (the general path: any line ends, any state)."""
         if b"\r" in data:
             lines = data.splitlines()
@@ -161,7 +173,7 @@ class SSEDecoder:
             self._partial.append(lines[0])
             lines[0] = b"".join(self._partial)
             self._partial, self._partial_size = [], 0
-        events: list[RawEvent] = []
+        events = self._completed
         data_lines = self._data
         for line in lines:
             if line.startswith(b"data:"):
@@ -188,13 +200,12 @@ class SSEDecoder:
             self._partial_size += len(tail)
             if self._partial_size > self._max_event_size:
                 raise LimitExceededError("an SSE line", self._max_event_size)
-        return events
 
-    def close_raw(self) -> tuple[list[RawEvent], bool]:
+    def close_raw(self) -> tuple[list[bytes | RawEvent], bool]:
         """``close``, with each event's data left as UTF-8 bytes."""
         is_truncated = bool(self._partial)
         self._partial, self._partial_size = [], 0
-        events: list[RawEvent] = []
+        events, self._completed = self._completed, []
         if not is_truncated and self._data:
             self._dispatch(events)
         self._data.clear()
@@ -225,7 +236,7 @@ class SSEDecoder:
         elif self._strict_fields and field not in ("retry", "id"):
             raise ProtocolError(f"an SSE line has an unknown field: {line[:80]!r}")
 
-    def _dispatch(self, events: list[RawEvent]) -> None:
+    def _dispatch(self, events: list[bytes | RawEvent]) -> None:
         data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
         self._data.clear()
         self._data_size = 0

@@ -66,45 +66,17 @@ class ChatStream:
     # ----------------------------------------------------------------- input
 
     def receive_data(self, data: bytes) -> list[Event]:
-        """Feed raw SSE bytes; return the events they completed."""
+        """Feed raw SSE bytes; return the events they completed.
+
+        Raises ``ProtocolError`` at the first input that breaks the rules; the events completed
+        before it in the same call are not lost: ``receive_eof`` returns them, then the closing
+        events.
+        """
         self._check_open()
-        if len(data) > _SLICE_SIZE:
-            # one huge piece (a whole body) is decoded a slice at a time, so the decoder's
-            # intermediate lists stay small; the events are the same for any split
-            events: list[Event] = []
-            for start in range(0, len(data), _SLICE_SIZE):
-                events += self.receive_data(data[start : start + _SLICE_SIZE])
-            return events
-        assembler = self._assembler
-        try:
-            for raw in self._decoder.feed_raw(data):
-                # the common case inline: a plain data event holding a chat chunk mid-stream
-                if type(raw) is bytes and assembler.state is _STREAMING:
-                    template = self._template
-                    if template is not None:
-                        text = template.match(raw)
-                        if text is not None and template.apply(assembler, text):
-                            self._fruitless = 0
-                            continue
-                    if raw != DONE_MARK:
-                        try:
-                            payload = orjson.loads(raw)
-                        except orjson.JSONDecodeError:
-                            payload = None
-                        if (
-                            type(payload) is dict
-                            and self.dialect == "openai-chat"
-                            and "type" not in payload
-                        ):
-                            fed = read_chunk(assembler, payload)
-                            if fed is not None and self._fruitless < MAX_FRUITLESS_TEMPLATES:
-                                self._template = learn(raw, fed, payload)
-                                self._fruitless += 1
-                            continue
-                self._receive_raw(raw)
-        except ProtocolError as error:
-            assembler.break_stream(str(error))
-            raise
+        # one huge piece (a whole body) is decoded a slice at a time, so the decoder's
+        # intermediate lists stay small; the events are the same for any split
+        for start in range(0, len(data), _SLICE_SIZE):
+            self._feed(data[start : start + _SLICE_SIZE] if len(data) > _SLICE_SIZE else data)
         return self._drain()
 
     def receive_chunk(self, chunk: Mapping[str, Any], *, event: str = "") -> list[Event]:
@@ -138,6 +110,47 @@ class ChatStream:
                 assembler.break_stream(str(error))
         assembler.end(is_truncated=is_truncated)
         return self._drain()
+
+    def _feed(self, data: bytes) -> None:
+        """Decode ``data`` and apply its events, leaving them in the assembler to be drained."""
+        assembler = self._assembler
+        decoder = self._decoder
+        failure: ProtocolError | None = None
+        try:
+            raws = decoder.feed_raw(data)
+        except ProtocolError as error:
+            raws, failure = decoder.take_completed(), error
+        try:
+            for raw in raws:
+                # the common case inline: a plain data event holding a chat chunk mid-stream
+                if type(raw) is bytes and assembler.state is _STREAMING:
+                    template = self._template
+                    if template is not None:
+                        text = template.match(raw)
+                        if text is not None and template.apply(assembler, text):
+                            self._fruitless = 0
+                            continue
+                    if raw != DONE_MARK:
+                        try:
+                            payload = orjson.loads(raw)
+                        except orjson.JSONDecodeError:
+                            payload = None
+                        if (
+                            type(payload) is dict
+                            and self.dialect == "openai-chat"
+                            and "type" not in payload
+                        ):
+                            fed = read_chunk(assembler, payload)
+                            if fed is not None and self._fruitless < MAX_FRUITLESS_TEMPLATES:
+                                self._template = learn(raw, fed, payload)
+                                self._fruitless += 1
+                            continue
+                self._receive_raw(raw)
+            if failure is not None:
+                raise failure
+        except ProtocolError as error:
+            assembler.break_stream(str(error))
+            raise
 
     # ----------------------------------------------------------------- output
 

@@ -128,6 +128,31 @@ def test_a_first_payload_with_an_odd_type_field_is_read_as_an_openai_chunk(first
     assert stream.message()["content"] == "ok"
 
 
+def collect_until_error(stream: ChatStream, body: bytes) -> list[object]:
+    events: list[object] = []
+    with pytest.raises(ProtocolError):
+        events += stream.receive_data(body)
+    return events + stream.receive_eof()
+
+
+def test_events_before_an_error_in_a_huge_read_are_not_lost() -> None:
+    # found by fuzz/fuzz_core.py: a read over the decoder's slice size lost the events of its
+    # earlier slices when a later slice was malformed
+    body = sse(*[chunk({"content": "x"}) for _ in range(3000)], done=False) + b"data: not json\n\n"
+    assert len(body) > 256 * 1024
+    events = collect_until_error(ChatStream(), body)
+    assert sum(isinstance(event, ContentDelta) for event in events) == 3000
+
+
+def test_events_before_an_oversized_event_in_the_same_read_are_not_lost() -> None:
+    # found by fuzz/fuzz_core.py: the decoder raised for a later event before handing out the
+    # complete ones before it
+    body = sse(chunk({"content": "first"}), done=False) + b"data: " + b"x" * 3000 + b"\n\n"
+    events = collect_until_error(ChatStream(limits=Limits(max_event_size=2048)), body)
+    assert [event.text for event in events if isinstance(event, ContentDelta)] == ["first"]
+    assert isinstance(events[-1], StreamEnded) and "exceeds the limit" in (events[-1].reason or "")
+
+
 def test_a_huge_event_hits_the_limit_not_memory() -> None:
     stream = ChatStream(limits=Limits(max_event_size=1024))
     with pytest.raises(LimitExceededError):
