@@ -2,7 +2,8 @@
 
 Found by ``fuzz/fuzz_core.py``: a first payload whose ``type`` is a list made the core raise
 ``TypeError`` (not a ``ProtocolError``); the proxy then closed the stream with a bare 200 and no
-error frame, so the client could not tell a failure from an empty answer.
+error frame, so the client could not tell a failure from an empty answer. The core now reads that
+payload without raising; the second test keeps the proxy's guard covered with an injected failure.
 """
 
 from __future__ import annotations
