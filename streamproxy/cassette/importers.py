@@ -41,6 +41,7 @@ from streamproxy.cassette.format import (
 )
 from streamproxy.cassette.http import recorded_request
 from streamproxy.cassette.redact import redact_headers, scrub_bytes
+from streamproxy.core.anthropic import EVENT_TYPES
 from streamproxy.core.errors import CassetteError
 
 SourceFormat = Literal["cassette", "sse", "vcr", "json-lines"]
@@ -50,18 +51,7 @@ DIRECTORY_PATTERNS = ("*.cassette.json", "*.sse", "*.yaml", "*.yml", "*.jsonl", 
 _EVENT_END = re.compile(rb"(?<=\r\n\r\n)|(?<=\n\n)|(?<=\r\r)(?!\n)")
 
 # Anthropic Messages event types, to frame a JSON-lines fixture with its `event:` names.
-_ANTHROPIC_TYPES = frozenset(
-    {
-        "message_start",
-        "message_delta",
-        "message_stop",
-        "content_block_start",
-        "content_block_delta",
-        "content_block_stop",
-        "ping",
-        "error",
-    }
-)
+_ANTHROPIC_TYPES = EVENT_TYPES | {"error"}
 
 
 def read_cassette(path: str | os.PathLike[str]) -> Cassette:
