@@ -8,9 +8,15 @@ all I/O; nothing here reads a socket or a file.
 
 Errors: malformed input raises ``ProtocolError`` (``LimitExceededError`` past a limit) and puts
 the stream in its ``ERROR`` state: later ``receive_data``/``receive_chunk`` calls raise again,
-and ``receive_eof`` still returns the closing events (open calls invalid,
-``StreamEnded(is_clean=False)``).
+and ``receive_eof`` returns the events completed before the error (none is lost, whatever the
+read size), then the closing events (open calls invalid, ``StreamEnded(is_clean=False)``).
 Everything assembled before the error stays readable through ``completion()`` and ``message()``.
+
+The pipeline: ``SSEDecoder`` (``sse.py``) cuts events out of the bytes; a chunk that matches
+the stream's current chunk template (``template.py``) is applied from its one varying string;
+any other is parsed with orjson and read by its dialect's reader (``openai_chat.py``,
+``anthropic.py``) into the ``Assembler`` (``assembler.py``), which holds the state, applies the
+sealing rule and emits the events.
 
 The dialect is detected from the first payload when not given: an Anthropic event type (or an
 ``event:`` name that is one) means ``anthropic-messages``; anything else ``openai-chat``.
