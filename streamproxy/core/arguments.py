@@ -34,12 +34,9 @@ PREVIEW_GROWTH = 1.5
 
 # orjson reads integers beyond 64 bits as floats, silently; a value with 19 digits or more in a
 # row is read again by the standard library, which keeps integers exact.
-_LONG_DIGITS = re.compile(r"\d{19}")
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
 
 _NEXT_TOKEN = re.compile(r'[{}\[\]",:]|[^\s{}\[\]",:]+')
-# A string's body up to its closing quote or the end of the text: runs of plain characters and
-# escape pairs (the unrolled form, linear, no backtracking).
-_STRING_BODY = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
 _OPEN_ESCAPE_TAIL = re.compile(r"\\u[0-9a-fA-F]{0,3}$")
 BLANK = " \t\r\n"  # JSON whitespace
 _BLANK = BLANK
@@ -64,7 +61,6 @@ class ArgumentsBuffer:
         "_in_string",
         "_is_key",
         "_last_char",
-        "_pending_escape",
         "_safe_end",
         "_scanned",
         "_value_done",
@@ -84,7 +80,6 @@ class ArgumentsBuffer:
         self._closers: list[str] = []
         self._in_string = False
         self._is_key = False
-        self._pending_escape = False
         self._expect_key = False
         self._value_done = False
         self._extra_at = -1
@@ -176,7 +171,7 @@ class ArgumentsBuffer:
         if self._in_string:
             if not self._is_key:
                 body = text
-                if self._pending_escape:
+                if (len(body) - len(body.rstrip("\\"))) % 2:  # a dangling escape
                     body = body[:-1]
                 body = _OPEN_ESCAPE_TAIL.sub("", body)
                 candidates.append(body + '"' + closers)
@@ -186,7 +181,7 @@ class ArgumentsBuffer:
             candidates.append(text[: self._safe_end] + closers)
         for candidate in candidates:
             try:
-                return True, parse_json(candidate)
+                return True, orjson.loads(candidate)  # display only: no exactness pass
             except orjson.JSONDecodeError:
                 continue
         return False, None
@@ -201,20 +196,19 @@ class ArgumentsBuffer:
         closers = self._closers
         while position < end:
             if self._in_string:
-                if self._pending_escape:
-                    self._pending_escape = False
-                    position += 1
+                # the next quote not escaped: a quote after an odd run of backslashes is
+                # escaped (the run is counted back from the quote, so a run cut by an earlier
+                # scan's end is counted whole); one Python step per quote, not per escape
+                quote = text.find('"', position)
+                if quote < 0:
+                    position = end
+                    break
+                backslash = quote - 1
+                while text[backslash] == "\\":
+                    backslash -= 1
+                position = quote + 1
+                if (quote - 1 - backslash) % 2:
                     continue
-                # the rest of the string, escapes included, in one match (C, not a Python loop)
-                stop = _STRING_BODY.match(text, position).end()  # type: ignore[union-attr]
-                if stop >= end:
-                    position = end
-                    break
-                if text[stop] == "\\":  # a backslash ends the text: its escape comes later
-                    self._pending_escape = True
-                    position = end
-                    break
-                position = stop + 1
                 self._in_string = False
                 if not self._is_key:
                     self._element_done(position)
