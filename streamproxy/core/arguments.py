@@ -173,7 +173,9 @@ class ArgumentsBuffer:
                 body = text
                 if (len(body) - len(body.rstrip("\\"))) % 2:  # a dangling escape
                     body = body[:-1]
-                body = _OPEN_ESCAPE_TAIL.sub("", body)
+                cut = _OPEN_ESCAPE_TAIL.search(body, max(len(body) - 6, 0))  # only the tail
+                if cut is not None:
+                    body = body[: cut.start()]
                 candidates.append(body + '"' + closers)
         else:
             candidates.append(text + closers)

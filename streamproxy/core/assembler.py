@@ -566,9 +566,7 @@ class Assembler:
         if self.previews and buffer.size >= buffer.next_preview:
             is_parsed, value = buffer.preview()
             if is_parsed:
-                self.events.append(
-                    ToolCallPreview(choice=call.choice, id=call.id, value=value, size=buffer.size)
-                )
+                self.events.append(_new_preview(call.choice, call.id, value, buffer.size))
         next_preview = buffer.next_preview if self.previews else limit + 1
         call.check_at = min(next_preview, limit + 1)
 
@@ -685,16 +683,25 @@ def _fast_constructor(cls: type[Event]) -> Callable[..., Event]:
             return event
 
         return make_two
-    first, second, third = setters
+    if len(setters) == 3:
+        first, second, third = setters
 
-    def make_three(a: object, b: object, c: object) -> Event:
+        def make_three(a: object, b: object, c: object) -> Event:
+            event = new(cls)
+            first(event, a)
+            second(event, b)
+            third(event, c)
+            return event
+
+        return make_three
+
+    def make_any(*values: object) -> Event:
         event = new(cls)
-        first(event, a)
-        second(event, b)
-        third(event, c)
+        for setter, value in zip(setters, values, strict=True):
+            setter(event, value)
         return event
 
-    return make_three
+    return make_any
 
 
 _TEXT_EVENTS = {
@@ -703,6 +710,7 @@ _TEXT_EVENTS = {
     "refusal": _fast_constructor(RefusalDelta),
 }
 _new_arguments_delta = _fast_constructor(ToolCallArgumentsDelta)
+_new_preview = _fast_constructor(ToolCallPreview)
 _new_event = object.__new__
 _set_delta_choice, _set_delta_id, _set_delta_fragment = (
     vars(ToolCallArgumentsDelta)[name].__set__ for name in ("choice", "id", "fragment")
