@@ -26,10 +26,11 @@ import re
 
 import orjson
 
-# The first preview comes after this many characters (a shorter call is over before a UI could
-# show it), then each after the text grew by
-# PREVIEW_GROWTH; 1.5 keeps previews frequent on small calls and the total parse work under 3n.
-PREVIEW_FIRST_SIZE = 64
+# The first preview comes after this many characters: a call shorter than that is over in about
+# a second at DeepSeek's token rate, before a UI could usefully show it; then one each time the
+# text grew by PREVIEW_GROWTH (1.5: about every 0.4-0.6 of the time elapsed so far, and all
+# previews together parse under 3n characters).
+PREVIEW_FIRST_SIZE = 256
 PREVIEW_GROWTH = 1.5
 
 # orjson reads integers beyond 64 bits as floats, silently; a value with 19 digits or more in a

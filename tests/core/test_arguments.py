@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproxy.core.arguments import ArgumentsBuffer
+from streamproxy.core.arguments import PREVIEW_FIRST_SIZE, PREVIEW_GROWTH, ArgumentsBuffer
 
 
 def buffer_of(*fragments: str) -> ArgumentsBuffer:
@@ -57,8 +58,10 @@ def test_previews_are_spaced_geometrically() -> None:
         if buffer.preview_due():
             buffer.preview()
             previews += 1
-    # 400 KB of text: a preview each time it grows by half, so about log1.5(400000/16) of them
-    assert 20 <= previews <= 30
+    # 400 KB of text: the first preview at PREVIEW_FIRST_SIZE, then one each time the text grew
+    # by PREVIEW_GROWTH, so about log(400000 / first, growth) + 1 of them: logarithmic in size
+    expected = math.log(400_000 / PREVIEW_FIRST_SIZE, PREVIEW_GROWTH) + 1
+    assert expected - 2 <= previews <= expected + 2
 
 
 @pytest.mark.parametrize(
