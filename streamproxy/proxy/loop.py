@@ -259,22 +259,19 @@ class Turn:
         starts: list[StartTool] = []
         current = self.rounds[-1]
         for event in events:
-            if isinstance(event, ContentDelta):
+            if isinstance(event, ContentDelta | ReasoningDelta):
                 if event.choice == 0 and event.text:
+                    # a later round's first text is set apart from the earlier rounds' text
+                    is_content = isinstance(event, ContentDelta)
+                    parts = current.content if is_content else current.reasoning
+                    sent = self._sent_content if is_content else self._sent_reasoning
                     text = event.text
-                    if not current.content and _needs_separator(self._sent_content):
+                    if not parts and _needs_separator(sent):
                         text = "\n\n" + text
-                    current.content.append(event.text)
-                    self._sent_content.append(text)
-                    frames.append(self._chunk({"content": text}))
-            elif isinstance(event, ReasoningDelta):
-                if event.choice == 0 and event.text:
-                    text = event.text
-                    if not current.reasoning and _needs_separator(self._sent_reasoning):
-                        text = "\n\n" + text
-                    current.reasoning.append(event.text)
-                    self._sent_reasoning.append(text)
-                    frames.append(self._chunk({"reasoning_content": text}))
+                    parts.append(event.text)
+                    sent.append(text)
+                    key = "content" if is_content else "reasoning_content"
+                    frames.append(self._chunk({key: text}))
             elif isinstance(event, ToolCallArgumentsDelta):
                 call = current.calls.get(event.id)
                 if call is not None and call.owner == "client" and event.fragment:
