@@ -61,7 +61,7 @@ def read_chunk(assembler: Assembler, chunk: dict[str, Any]) -> ToolCall | str | 
                             text_key = None
                             break
                         text_key = key
-                    kind = _TEXT_KINDS.get(text_key) if text_key is not None else None
+                    kind = TEXT_KINDS.get(text_key) if text_key is not None else None
                     if kind is not None:
                         assembler.text(index, kind, delta[text_key])
                         return text_key
@@ -69,7 +69,8 @@ def read_chunk(assembler: Assembler, chunk: dict[str, Any]) -> ToolCall | str | 
     return None
 
 
-_TEXT_KINDS = {
+# The delta keys whose string is text, and the kind of text each carries.
+TEXT_KINDS = {
     "content": "content",
     "reasoning_content": "reasoning",
     "reasoning": "reasoning",

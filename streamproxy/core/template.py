@@ -27,14 +27,7 @@ from dataclasses import dataclass
 import orjson
 
 from streamproxy.core.assembler import Assembler, ToolCall
-
-# The text kinds of the delta keys whose string a template may carry.
-TEXT_KINDS = {
-    "content": "content",
-    "reasoning_content": "reasoning",
-    "reasoning": "reasoning",
-    "refusal": "refusal",
-}
+from streamproxy.core.openai_chat import TEXT_KINDS
 
 _STRING_TOKEN = re.compile(rb'[ \t\r\n]*("(?:[^"\\]|\\.)*")')
 
