@@ -699,67 +699,50 @@ def test_arguments_over_the_limit_are_invalid_and_dropped() -> None:
 # --------------------------------------------------------------------------- Anthropic dialect
 
 
-def anthropic(*events: tuple[str, dict[str, Any]]) -> bytes:
+def anthropic(*payloads: dict[str, Any]) -> bytes:
+    """An Anthropic Messages body: each payload under an ``event:`` named for its type."""
     import orjson
 
     return b"".join(
-        b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-        for name, data in events
+        b"event: " + payload["type"].encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+        for payload in payloads
     )
 
 
-MESSAGE_START = (
-    "message_start",
-    {
-        "type": "message_start",
-        "message": {
-            "id": "msg_1",
-            "model": "claude",
-            "role": "assistant",
-            "usage": {"input_tokens": 10, "output_tokens": 1},
-        },
+def block_start(index: int, block: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "content_block_start", "index": index, "content_block": block}
+
+
+def block_delta(index: int, delta: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "content_block_delta", "index": index, "delta": delta}
+
+
+MESSAGE_START = {
+    "type": "message_start",
+    "message": {
+        "id": "msg_1",
+        "model": "claude",
+        "role": "assistant",
+        "usage": {"input_tokens": 10, "output_tokens": 1},
     },
-)
+}
+MESSAGE_STOP = {"type": "message_stop"}
 
 
 def test_anthropic_start_input_is_not_an_argument_prefix() -> None:
     # content_block_start.input = {} prefixed arguments with "{}" (BerriAI/litellm#4537)
     body = anthropic(
         MESSAGE_START,
-        (
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}},
-            },
-        ),
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "input_json_delta", "partial_json": '{"a":'},
-            },
-        ),
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "input_json_delta", "partial_json": " 1}"},
-            },
-        ),
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        (
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "tool_use"},
-                "usage": {"output_tokens": 9},
-            },
-        ),
-        ("message_stop", {"type": "message_stop"}),
+        block_start(0, {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}),
+        block_delta(0, {"type": "input_json_delta", "partial_json": '{"a":'}),
+        block_delta(0, {"type": "input_json_delta", "partial_json": " 1}"}),
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use"},
+            "usage": {"output_tokens": 9},
+        },
+        MESSAGE_STOP,
     )
     events, stream = feed(body)
     assert ready_calls(events) == [("toolu_1", "f", {"a": 1})]
@@ -774,23 +757,9 @@ def test_anthropic_done_after_message_stop_is_harmless() -> None:
     body = (
         anthropic(
             MESSAGE_START,
-            (
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": {"type": "text", "text": ""},
-                },
-            ),
-            (
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "text_delta", "text": "hi"},
-                },
-            ),
-            ("message_stop", {"type": "message_stop"}),
+            block_start(0, {"type": "text", "text": ""}),
+            block_delta(0, {"type": "text_delta", "text": "hi"}),
+            MESSAGE_STOP,
         )
         + b"data: [DONE]\n\n"
     )
