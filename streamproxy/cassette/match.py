@@ -84,17 +84,9 @@ def conversation_turn(body: object) -> tuple[str, ...]:
 def match_turn(request: RecordedRequest, interactions: Sequence[Interaction]) -> Interaction | None:
     """Match on method, path and the conversation's turn shape, ignoring the message text."""
     turn = conversation_turn(request.body)
-    for interaction in interactions:
-        recorded = interaction.request
-        if recorded is None:
-            return interaction
-        if (
-            recorded.method == request.method
-            and normalise_path(recorded.path) == normalise_path(request.path)
-            and conversation_turn(recorded.body) == turn
-        ):
-            return interaction
-    return None
+    return _first_with(
+        request, interactions, lambda recorded: conversation_turn(recorded.body) == turn
+    )
 
 
 def conversation(body: object) -> bytes | None:
@@ -139,6 +131,17 @@ def match_messages(
     while a wrong tool result or a changed argument still finds no match.
     """
     wanted = conversation(request.body)
+    return _first_with(
+        request, interactions, lambda recorded: _recorded_conversation(recorded) == wanted
+    )
+
+
+def _first_with(
+    request: RecordedRequest,
+    interactions: Sequence[Interaction],
+    is_same_body: Callable[[RecordedRequest], bool],
+) -> Interaction | None:
+    """The first interaction recorded without a request, or with the same method, path and body."""
     for interaction in interactions:
         recorded = interaction.request
         if recorded is None:
@@ -146,7 +149,7 @@ def match_messages(
         if (
             recorded.method == request.method
             and normalise_path(recorded.path) == normalise_path(request.path)
-            and _recorded_conversation(recorded) == wanted
+            and is_same_body(recorded)
         ):
             return interaction
     return None
