@@ -54,7 +54,7 @@ from streamproxy.cassette.http import Timing
 from streamproxy.cassette.importers import read_cassette
 from streamproxy.cassette.record import RecordTransport
 from streamproxy.cassette.replay import ReplayTransport, recorded_from_httpx
-from streamproxy.core.errors import CassetteError
+from streamproxy.errors import CassetteError
 
 if TYPE_CHECKING:
     import openai

@@ -42,6 +42,8 @@ from typing import Any, Literal, TypeVar, get_type_hints, overload
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from streamproxy.errors import ToolDefinitionError
+
 __all__ = [
     "Tool",
     "ToolDefinitionError",
@@ -94,10 +96,6 @@ _DROPPED_KEYWORDS = frozenset(
         "writeOnly",
     }
 )
-
-
-class ToolDefinitionError(ValueError):
-    """A function cannot be a tool (no hints, bad name, duplicate) or a tools spec is wrong."""
 
 
 class _StrictUnsupportedError(ValueError):

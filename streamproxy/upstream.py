@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from streamproxy.core.errors import UpstreamError
+from streamproxy.errors import UpstreamError
 
 __all__ = ["RetryPolicy", "Upstream", "UpstreamResponse", "is_deepseek_url"]
 

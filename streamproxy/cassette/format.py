@@ -49,7 +49,7 @@ from typing import Any
 import orjson
 import pydantic
 
-from streamproxy.core.errors import CassetteError
+from streamproxy.errors import CassetteError
 
 FORMAT_VERSION = 1
 FORMAT_KEY = "streamproxy_cassette"

@@ -42,7 +42,7 @@ from streamproxy.cassette.format import (
 from streamproxy.cassette.http import recorded_request
 from streamproxy.cassette.redact import redact_headers, scrub_bytes
 from streamproxy.core.anthropic import EVENT_TYPES
-from streamproxy.core.errors import CassetteError
+from streamproxy.errors import CassetteError
 
 SourceFormat = Literal["cassette", "sse", "vcr", "json-lines"]
 

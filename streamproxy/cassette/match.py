@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import orjson
 
 from streamproxy.cassette.format import Cassette, Interaction, RecordedRequest
-from streamproxy.core.errors import CassetteError
+from streamproxy.errors import CassetteError
 
 Matcher = Callable[[RecordedRequest, Sequence[Interaction]], Interaction | None]
 

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from streamproxy.cassette.http import HOP_BY_HOP
 from streamproxy.cassette.record import RecordTransport
-from streamproxy.core.errors import UpstreamError
+from streamproxy.errors import UpstreamError
 
 # Streams can pause for minutes while a model thinks (DeepSeek keeps the connection for up to
 # 10-30 minutes with keep-alive comments); only connecting has a short limit.

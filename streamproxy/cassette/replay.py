@@ -49,7 +49,7 @@ from streamproxy.cassette.faults import (
 from streamproxy.cassette.format import Cassette, Interaction, RecordedRequest
 from streamproxy.cassette.http import Timing, recorded_request, replayed_headers, timing_factor
 from streamproxy.cassette.match import Matcher, Player
-from streamproxy.core.errors import CassetteError
+from streamproxy.errors import CassetteError
 
 
 @dataclass(frozen=True, slots=True)

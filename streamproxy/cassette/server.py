@@ -44,7 +44,7 @@ from streamproxy.cassette.faults import Faults
 from streamproxy.cassette.format import RecordedRequest
 from streamproxy.cassette.http import recorded_request
 from streamproxy.cassette.replay import Answer, Plan, Replayer
-from streamproxy.core.errors import CassetteError
+from streamproxy.errors import CassetteError
 
 MISMATCH_STATUS = 400
 INSPECTION_PATH = "/_streamproxy/requests"

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_import(args: argparse.Namespace) -> int:
     from streamproxy.cassette.format import dump
     from streamproxy.cassette.importers import read_cassette
-    from streamproxy.core.errors import CassetteError
+    from streamproxy.errors import CassetteError
 
     try:
         cassette = read_cassette(args.source)
@@ -46,7 +46,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     from streamproxy.cassette.importers import read_cassette
-    from streamproxy.core.errors import CassetteError
+    from streamproxy.errors import CassetteError
 
     try:
         cassette = read_cassette(args.source)

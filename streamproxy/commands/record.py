@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from streamproxy.cassette.passthrough import create_record_app
     from streamproxy.cassette.record import RecordTransport
     from streamproxy.cassette.server import serve
-    from streamproxy.core.errors import CassetteError
+    from streamproxy.errors import CassetteError
 
     if not args.upstream.startswith(("http://", "https://")):
         print("streamproxy record: --upstream must be an http:// or https:// URL", file=sys.stderr)

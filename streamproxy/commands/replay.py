@@ -153,7 +153,7 @@ def plans_from_arguments(args: argparse.Namespace) -> list[Plan]:
 def run(args: argparse.Namespace) -> int:
     from streamproxy.cassette.replay import Replayer
     from streamproxy.cassette.server import create_replay_app, serve
-    from streamproxy.core.errors import CassetteError
+    from streamproxy.errors import CassetteError
 
     try:
         replayer = Replayer(

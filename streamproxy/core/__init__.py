@@ -4,15 +4,6 @@ Only the standard library, orjson, pydantic and jsonschema are imported here: no
 starlette, asyncio, sockets or files (``tests/core/test_no_io.py`` walks the imports).
 """
 
-from streamproxy.core.errors import (
-    CassetteError,
-    IncompleteStreamError,
-    LimitExceededError,
-    ProtocolError,
-    StreamProxyError,
-    ToolError,
-    UpstreamError,
-)
 from streamproxy.core.events import (
     ChoiceFinished,
     ContentDelta,
@@ -34,6 +25,14 @@ from streamproxy.core.limits import Limits
 from streamproxy.core.schema import ToolSchemas
 from streamproxy.core.sse import SSEDecoder, SSEMessage
 from streamproxy.core.stream import ChatStream, assemble
+from streamproxy.errors import (
+    CassetteError,
+    IncompleteStreamError,
+    LimitExceededError,
+    ProtocolError,
+    StreamProxyError,
+    UpstreamError,
+)
 
 __all__ = [
     "CassetteError",
@@ -58,7 +57,6 @@ __all__ = [
     "ToolCallPreview",
     "ToolCallReady",
     "ToolCallStarted",
-    "ToolError",
     "ToolSchemas",
     "UpstreamError",
     "UpstreamErrorReported",

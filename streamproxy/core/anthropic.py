@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from streamproxy.core.assembler import Assembler
-from streamproxy.core.errors import ProtocolError
+from streamproxy.errors import ProtocolError
 
 STOP_REASONS = {
     "end_turn": "stop",

@@ -85,7 +85,6 @@ import orjson
 
 from streamproxy.core.arguments import BLANK as _BLANK
 from streamproxy.core.arguments import ArgumentsBuffer, parse_json
-from streamproxy.core.errors import LimitExceededError, ProtocolError
 from streamproxy.core.events import (
     ChoiceFinished,
     ContentDelta,
@@ -107,6 +106,7 @@ from streamproxy.core.events import (
 )
 from streamproxy.core.limits import Limits
 from streamproxy.core.schema import ToolSchemas
+from streamproxy.errors import LimitExceededError, ProtocolError
 
 # Finish reasons after which no tool call of the choice may run.
 TRUNCATING_FINISH_REASONS = frozenset({"length", "content_filter", "max_tokens", "error", "abort"})

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import orjson
 
-from streamproxy.core.errors import StreamProxyError
+from streamproxy.errors import StreamProxyError
 
 DONE_FRAME = b"data: [DONE]\n\n"
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from streamproxy.core.assembler import Assembler, ToolCall
-from streamproxy.core.errors import ProtocolError
+from streamproxy.errors import ProtocolError
 
 
 def read_chunk(assembler: Assembler, chunk: dict[str, Any]) -> ToolCall | str | None:

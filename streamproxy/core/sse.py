@@ -35,8 +35,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streamproxy.core.errors import LimitExceededError, ProtocolError
 from streamproxy.core.limits import DEFAULT_MAX_EVENT_SIZE
+from streamproxy.errors import LimitExceededError, ProtocolError
 
 _BOM = b"\xef\xbb\xbf"
 

@@ -31,7 +31,6 @@ import orjson
 
 from streamproxy.core.anthropic import EVENT_TYPES, AnthropicReader
 from streamproxy.core.assembler import Assembler, StreamInput, StreamState
-from streamproxy.core.errors import ProtocolError
 from streamproxy.core.events import Dialect, Event, StreamWarning
 from streamproxy.core.limits import Limits
 from streamproxy.core.openai_chat import read_chunk
@@ -39,6 +38,7 @@ from streamproxy.core.result import build_completion, build_message
 from streamproxy.core.schema import SchemaSource, ToolSchemas
 from streamproxy.core.sse import RawEvent, SSEDecoder
 from streamproxy.core.template import MAX_FRUITLESS_TEMPLATES, ChunkTemplate, learn
+from streamproxy.errors import ProtocolError
 
 DONE_MARK = b"[DONE]"
 _STREAMING = StreamState.STREAMING

@@ -33,12 +33,17 @@ from starlette.routing import Route
 from starlette.types import Receive
 
 from streamproxy.config import Config
-from streamproxy.core.errors import StreamProxyError, UpstreamError
 from streamproxy.core.limits import Limits
+from streamproxy.errors import (
+    AuthenticationError,
+    RequestTooLargeError,
+    StreamProxyError,
+    UpstreamError,
+)
 from streamproxy.proxy.approval import ApprovalSigner, client_identity
 from streamproxy.proxy.diagnostics import DIAGNOSTICS_PATH, RequestCounter, Requests, snapshot
 from streamproxy.proxy.loop import Turn, TurnRunner
-from streamproxy.proxy.request import RequestTooLargeError, parse_request, rebuild_messages
+from streamproxy.proxy.request import parse_request, rebuild_messages
 from streamproxy.proxy.response import EventStreamResponse
 from streamproxy.proxy.stash import TranscriptStash
 from streamproxy.tools import ToolSet
@@ -53,13 +58,6 @@ T = TypeVar("T")
 
 class ClientDisconnectedError(Exception):
     """The client went away before the response started."""
-
-
-class AuthenticationError(StreamProxyError):
-    """No client key, or a wrong one."""
-
-    status_hint = 401
-    code = "invalid_api_key"
 
 
 def create_app(

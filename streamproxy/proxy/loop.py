@@ -53,12 +53,6 @@ from typing import Literal
 import orjson
 
 from streamproxy.core.encode import encode_chunk, encode_comment, encode_done, encode_error
-from streamproxy.core.errors import (
-    IncompleteStreamError,
-    ProtocolError,
-    StreamProxyError,
-    UpstreamError,
-)
 from streamproxy.core.events import (
     ChoiceFinished,
     ContentDelta,
@@ -77,6 +71,14 @@ from streamproxy.core.events import (
 from streamproxy.core.limits import Limits
 from streamproxy.core.schema import SchemaSource
 from streamproxy.core.stream import ChatStream
+from streamproxy.errors import (
+    IncompleteStreamError,
+    InternalError,
+    ProtocolError,
+    StreamProxyError,
+    ToolRoundsExceededError,
+    UpstreamError,
+)
 from streamproxy.proxy.approval import ApprovalSigner
 from streamproxy.proxy.request import (
     ChatRequest,
@@ -97,20 +99,6 @@ ToolStatus = Literal["started", "ok", "error", "timeout", "too_large", "invalid"
 
 audit_logger = logging.getLogger("streamproxy.audit")
 logger = logging.getLogger("streamproxy.proxy")
-
-
-class InternalError(StreamProxyError):
-    """An unexpected failure inside the proxy (a bug); the details are only in the log."""
-
-    status_hint = 500
-    code = "internal_error"
-
-
-class ToolRoundsExceededError(StreamProxyError):
-    """The model kept calling server tools past ``max_rounds``."""
-
-    status_hint = 502
-    code = "tool_rounds_exceeded"
 
 
 class Phase(Enum):

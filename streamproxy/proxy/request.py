@@ -22,27 +22,13 @@ from typing import Literal
 
 import orjson
 
-from streamproxy.core.errors import StreamProxyError
+from streamproxy.errors import RequestError, RequestTooLargeError
 from streamproxy.proxy.approval import ApprovalError, ApprovalSigner, approval_verdict
 from streamproxy.proxy.stash import Message, TranscriptStash, calls_key, content_key
 from streamproxy.tools import ToolSet
 
 EXTENSION_FIELD = "streamproxy"
 WriteVerdict = Literal["approved", "declined", "forged", "done"]
-
-
-class RequestError(StreamProxyError):
-    """The client's request is malformed or asks for something the proxy refuses."""
-
-    status_hint = 400
-    code = "invalid_request_error"
-
-
-class RequestTooLargeError(RequestError):
-    """The request body is larger than the configured limit."""
-
-    status_hint = 413
-    code = "request_too_large"
 
 
 @dataclass(slots=True, kw_only=True)

@@ -15,8 +15,8 @@ from streamproxy.cassette.replay import Plan, ReplayTransport
 from streamproxy.cli import build_parser
 from streamproxy.commands.replay import faults_from_arguments, plans_from_arguments
 from streamproxy.core import ChatStream, ContentDelta, StreamEnded
-from streamproxy.core.errors import CassetteError, LimitExceededError
 from streamproxy.core.limits import Limits
+from streamproxy.errors import CassetteError, LimitExceededError
 
 from .conftest import sse_cassette
 

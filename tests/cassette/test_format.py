@@ -16,7 +16,7 @@ from streamproxy.cassette import (
     load,
     loads,
 )
-from streamproxy.core.errors import CassetteError
+from streamproxy.errors import CassetteError
 
 from .conftest import RECORDINGS
 

@@ -11,7 +11,7 @@ import pytest
 from streamproxy.cassette import load, read_cassette
 from streamproxy.cassette.importers import detect_format, split_events
 from streamproxy.cli import main
-from streamproxy.core.errors import CassetteError
+from streamproxy.errors import CassetteError
 
 BODY = (
     b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'

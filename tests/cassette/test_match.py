@@ -8,7 +8,7 @@ import pytest
 
 from streamproxy.cassette import Cassette, Interaction, Player, RecordedRequest, match_turn
 from streamproxy.cassette.match import conversation_turn, match_messages, normalise_path
-from streamproxy.core.errors import CassetteError
+from streamproxy.errors import CassetteError
 
 from .conftest import sse_cassette
 

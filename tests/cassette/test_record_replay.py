@@ -20,7 +20,7 @@ from streamproxy.cassette import (
 )
 from streamproxy.cassette import replay as replay_module
 from streamproxy.core import ChatStream, ToolCallReady
-from streamproxy.core.errors import CassetteError
+from streamproxy.errors import CassetteError
 from tests.helpers import of_type
 
 KEY = "sk-live-0123456789abcdefSECRET"

@@ -11,7 +11,7 @@ import pytest
 from streamproxy.cli import build_parser
 from streamproxy.commands.serve import DIAGNOSTICS_ENV, config_from_arguments
 from streamproxy.config import Config
-from streamproxy.core.errors import UpstreamError
+from streamproxy.errors import UpstreamError
 from streamproxy.proxy import create_app
 from streamproxy.tools import ToolSet
 from streamproxy.upstream import RetryPolicy, Upstream

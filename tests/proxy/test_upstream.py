@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from streamproxy.core.errors import UpstreamError
+from streamproxy.errors import UpstreamError
 from streamproxy.upstream import RetryPolicy, Upstream, is_deepseek_url
 
 KEY = "sk-test-secret-0123456789"
