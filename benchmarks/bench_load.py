@@ -68,7 +68,7 @@ TOOLS_MODULE = '''
 import hashlib
 import os
 
-from streamproxy.tools import tool
+from streamproxy.proxy.tools import tool
 
 LOG = os.environ.get("LOAD_TOOL_LOG")
 
@@ -87,7 +87,7 @@ def lookup(key: str, n: int) -> str:
     return f"{key}={n * n}/{digest}"
 
 
-@tool(read_only=False, timeout=10)
+@tool(needs_approval=True, timeout=10)
 def save_note(key: str, text: str) -> str:
     """Save a note (writes: needs the user's approval)."""
     _log(f"save_note {key}")

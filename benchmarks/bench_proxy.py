@@ -74,7 +74,7 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 UPSTREAM = sys.argv[1]
-# the same client settings and request headers as streamproxy.upstream.Upstream
+# the same client settings and request headers as streamproxy.proxy.upstream.Upstream
 client = httpx.AsyncClient(
     timeout=httpx.Timeout(600.0, connect=10.0),
     limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
@@ -160,7 +160,7 @@ async def main():
 asyncio.run(main())
 """
 TOOLS_MODULE = '''
-from streamproxy.tools import tool
+from streamproxy.proxy.tools import tool
 
 
 @tool(read_only=True)

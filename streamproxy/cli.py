@@ -8,29 +8,24 @@ parser's default. Heavy imports (uvicorn, starlette) happen inside ``run`` only.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from streamproxy.commands import assemble, cassette, record, replay, serve
+
 # Order is the order of ``streamproxy --help``.
-COMMAND_MODULES = ("serve", "assemble", "record", "replay", "cassette")
+COMMANDS = (serve, assemble, record, replay, cassette)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every registered subcommand."""
+    """The top-level parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="streamproxy",
         description="Streaming tool-call assembler and proxy for OpenAI-compatible chat APIs.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"streamproxy.commands.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"streamproxy.commands.{name}":
-                raise
-            continue
-        module.register(subparsers)
+    for command in COMMANDS:
+        command.register(subparsers)
     return parser
 
 

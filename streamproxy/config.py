@@ -15,6 +15,10 @@ StrictMode = Literal["auto", "on", "off"]
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
+ApprovalMode = Literal["chat", "client"]
+"""How a ``needs_approval`` call asks the user: a yes/no question in the chat, or a signed tool
+call for an SDK client (``streamproxy.proxy.approval``)."""
+
 DEEPSEEK_BASE_URL = "https://api.deepseek.com"
 DEFAULT_API_KEY_ENV = "DEEPSEEK_API_KEY"
 
@@ -30,6 +34,20 @@ DEFAULT_MAX_ARGUMENTS_SIZE = 1024 * 1024
 DEFAULT_MAX_TOOL_RESULT_SIZE = 256 * 1024
 # Upstream requests per client request (the first one included).
 DEFAULT_MAX_ROUNDS = 8
+
+
+def default_state_url() -> str:
+    """The embedded state store: ``sqlite:///$XDG_STATE_HOME/streamproxy/state.db``.
+
+    ``XDG_STATE_HOME`` defaults to ``~/.local/state``. Shared by every worker on the host and
+    kept across restarts (``streamproxy.proxy.state``).
+    """
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return "sqlite:///" + os.path.join(base, "streamproxy", "state.db")
+
+
 # Load balancers close connections idle for 60 s (ALB, nginx); 15 s is the interval Anthropic's
 # endpoint uses for its own pings.
 DEFAULT_KEEPALIVE_INTERVAL = 15.0
@@ -62,6 +80,11 @@ class Config:
     approval_secret: bytes | None = field(default=None, repr=False)
     """Signs write-tool calls; shared by all workers. None: a random one per process."""
     approval_ttl: float = 3600.0
+    """How long an approval request (and what the next request needs from this one) is kept."""
+    approvals: ApprovalMode = "chat"
+    state_url: str = field(default_factory=default_state_url)
+    """Where the stash, the approval ledger and the approval secret live: ``sqlite:///PATH``,
+    ``redis://HOST:PORT/DB`` or ``memory://`` (one process)."""
     is_offline_demo: bool = False
     log_level: LogLevel = "info"
     diagnostics: bool = False

@@ -16,7 +16,7 @@ from importlib import resources
 from streamproxy.cassette.format import loads as load
 from streamproxy.cassette.match import match_turn
 from streamproxy.cassette.replay import ReplayTransport
-from streamproxy.tools import ToolSet, tool
+from streamproxy.proxy.tools import ToolSet, tool
 
 DEMO_UPSTREAM_URL = "https://offline-demo.streamproxy.invalid/v1"
 DEMO_MODEL = "deepseek-v4-flash"

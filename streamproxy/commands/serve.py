@@ -21,17 +21,15 @@ import secrets
 import socket
 import sys
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, get_args
 
 from streamproxy.config import (
-    DEEPSEEK_BASE_URL,
     DEFAULT_API_KEY_ENV,
-    DEFAULT_KEEPALIVE_INTERVAL,
-    DEFAULT_MAX_ARGUMENTS_SIZE,
-    DEFAULT_MAX_REQUEST_SIZE,
-    DEFAULT_MAX_ROUNDS,
-    DEFAULT_MAX_TOOL_RESULT_SIZE,
+    ApprovalMode,
     Config,
+    LogLevel,
+    StrictMode,
+    default_state_url,
     read_client_keys,
 )
 
@@ -45,99 +43,117 @@ DIAGNOSTICS_ENV = "STREAMPROXY_DIAGNOSTICS"
 logger = logging.getLogger("streamproxy.serve")
 
 
+DEFAULTS = Config()
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``serve`` subcommand (its defaults are ``Config``'s)."""
     parser = subparsers.add_parser(
         "serve",
         help="run the OpenAI-compatible proxy that runs server tools mid-stream",
         description="Serve /v1/chat/completions, /v1/models and /healthz.",
     )
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "--upstream",
         metavar="URL",
-        help=f"upstream base URL as the openai SDK takes it (default {DEEPSEEK_BASE_URL})",
+        help=f"upstream base URL as the openai SDK takes it (default {DEFAULTS.upstream_url})",
     )
-    parser.add_argument(
+    add(
         "--api-key-env",
         metavar="VAR",
         default=DEFAULT_API_KEY_ENV,
         help=f"environment variable holding the upstream key (default {DEFAULT_API_KEY_ENV})",
     )
-    parser.add_argument("--tools", metavar="MODULE:ATTR", help="server tools to load")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument(
+    add("--tools", metavar="MODULE:ATTR", help="server tools to load")
+    add("--host", default=DEFAULTS.host, help=f"address to bind (default {DEFAULTS.host})")
+    add("--port", type=int, default=DEFAULTS.port, help="port (0: any free)")
+    add("--workers", type=int, default=DEFAULTS.workers, help="worker processes")
+    add(
         "--max-rounds",
         type=int,
-        default=DEFAULT_MAX_ROUNDS,
-        help=f"upstream requests per client request (default {DEFAULT_MAX_ROUNDS})",
+        default=DEFAULTS.max_rounds,
+        help=f"upstream requests per client request (default {DEFAULTS.max_rounds})",
     )
-    parser.add_argument(
+    add(
         "--client-keys-env",
         metavar="VAR",
         help="environment variable with comma-separated client keys; requests need one",
     )
-    parser.add_argument(
-        "--max-request-size", type=int, default=DEFAULT_MAX_REQUEST_SIZE, metavar="BYTES"
+    add(
+        "--approvals",
+        choices=get_args(ApprovalMode),
+        default=DEFAULTS.approvals,
+        help="how a needs_approval tool asks: a yes/no question in the chat, or a signed tool "
+        f"call for SDK clients (default {DEFAULTS.approvals})",
     )
-    parser.add_argument(
-        "--max-arguments-size", type=int, default=DEFAULT_MAX_ARGUMENTS_SIZE, metavar="BYTES"
+    add(
+        "--state",
+        metavar="URL",
+        default=None,
+        help="the state store: sqlite:///PATH, redis://HOST:PORT/DB or memory:// "
+        f"(default {DEFAULTS.state_url})",
     )
-    parser.add_argument(
-        "--max-tool-result-size", type=int, default=DEFAULT_MAX_TOOL_RESULT_SIZE, metavar="BYTES"
+    add("--max-request-size", type=int, default=DEFAULTS.max_request_size, metavar="BYTES")
+    add("--max-arguments-size", type=int, default=DEFAULTS.max_arguments_size, metavar="BYTES")
+    add(
+        "--max-tool-result-size",
+        type=int,
+        default=DEFAULTS.max_tool_result_size,
+        metavar="BYTES",
     )
-    parser.add_argument(
+    add(
         "--keepalive",
         type=float,
-        default=DEFAULT_KEEPALIVE_INTERVAL,
+        default=DEFAULTS.keepalive_interval,
         metavar="SECONDS",
-        help="send ': keep-alive' after this much silence (default 15)",
+        help="send ': keep-alive' after this much silence "
+        f"(default {DEFAULTS.keepalive_interval:g})",
     )
-    parser.add_argument(
+    add(
         "--upstream-timeout",
         type=float,
-        default=600.0,
+        default=DEFAULTS.upstream_timeout,
         metavar="SECONDS",
         help="the longest the upstream may stay silent, mid-stream or before answering "
-        "(default 600)",
+        f"(default {DEFAULTS.upstream_timeout:g})",
     )
-    parser.add_argument(
+    add(
         "--retries",
         type=int,
-        default=2,
-        help="retries of 429, 500, 503 and connection errors before the first byte (default 2)",
+        default=DEFAULTS.retries,
+        help="retries of 429, 500, 503 and connection errors before the first byte "
+        f"(default {DEFAULTS.retries})",
     )
-    parser.add_argument(
+    add(
         "--retry-delay",
         type=float,
-        default=0.5,
+        default=DEFAULTS.retry_base_delay,
         metavar="SECONDS",
-        help="the first retry's backoff, doubling after (default 0.5); Retry-After wins",
+        help="the first retry's backoff, doubling after; Retry-After wins "
+        f"(default {DEFAULTS.retry_base_delay:g})",
     )
-    parser.add_argument(
+    add(
         "--max-retry-wait",
         type=float,
-        default=30.0,
+        default=DEFAULTS.max_retry_wait,
         metavar="SECONDS",
-        help="a longer Retry-After is not waited for: the error goes to the client (default 30)",
+        help="a longer Retry-After is not waited for: the error goes to the client "
+        f"(default {DEFAULTS.max_retry_wait:g})",
     )
-    parser.add_argument(
+    add(
         "--diagnostics",
         action="store_true",
         default=os.environ.get(DIAGNOSTICS_ENV, "") not in ("", "0"),
         help=f"serve GET /_streamproxy/diagnostics (also: {DIAGNOSTICS_ENV}=1)",
     )
-    parser.add_argument(
+    add(
         "--strict-tools",
-        choices=("auto", "on", "off"),
-        default="auto",
+        choices=get_args(StrictMode),
+        default=DEFAULTS.strict_tools,
         help="send server tools with strict: true (auto: when the upstream is DeepSeek)",
     )
-    parser.add_argument(
-        "--log-level",
-        choices=("critical", "error", "warning", "info", "debug"),
-        default="info",
-    )
+    add("--log-level", choices=get_args(LogLevel), default=DEFAULTS.log_level)
     parser.set_defaults(run=run)
 
 
@@ -150,7 +166,7 @@ def config_from_arguments(args: argparse.Namespace) -> Config:
     api_key = os.environ.get(args.api_key_env) or None
     is_demo = args.upstream is None and api_key is None
     return Config(
-        upstream_url=args.upstream or DEEPSEEK_BASE_URL,
+        upstream_url=args.upstream or DEFAULTS.upstream_url,
         api_key=api_key,
         tools=args.tools,
         host=args.host,
@@ -168,6 +184,8 @@ def config_from_arguments(args: argparse.Namespace) -> Config:
         max_retry_wait=args.max_retry_wait,
         diagnostics=args.diagnostics,
         strict_tools=args.strict_tools,
+        approvals=args.approvals,
+        state_url=args.state or default_state_url(),
         is_offline_demo=is_demo,
         log_level=args.log_level,
     )
@@ -176,7 +194,9 @@ def config_from_arguments(args: argparse.Namespace) -> Config:
 def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_arguments(args)
-        config = replace(config, approval_secret=secrets.token_bytes(32))
+        if config.state_url.startswith("memory:"):
+            # a per-process store: the workers still share one approval secret
+            config = replace(config, approval_secret=secrets.token_bytes(32))
         _configure_logging(config.log_level)
         if config.is_offline_demo:
             logger.info(
@@ -185,27 +205,29 @@ def run(args: argparse.Namespace) -> int:
                 args.api_key_env,
                 args.api_key_env,
             )
-        app = build_app(config, api_key_env=args.api_key_env, client_keys_env=args.client_keys_env)
+        app = build_app(config)
     except ValueError as error:
         print(f"streamproxy serve: {error}", file=sys.stderr)
         return 2
     return serve(config, app, api_key_env=args.api_key_env, client_keys_env=args.client_keys_env)
 
 
-def build_app(config: Config, *, api_key_env: str, client_keys_env: str | None) -> Any:
-    """The app for ``config`` (the demo's transport and tools when offline)."""
+def build_app(config: Config) -> Any:
+    """The app for ``config`` (the demo's transport and tools when offline); logs each tool."""
     from streamproxy.proxy import create_app
+    from streamproxy.proxy.tools import ToolSet, load_tools
 
+    tools = load_tools(config.tools) if config.tools else ToolSet()
+    transport = None
     if config.is_offline_demo:
         from streamproxy.demo import DEMO_UPSTREAM_URL, demo_tools, demo_transport
 
-        tools = demo_tools() if config.tools is None else None
-        return create_app(
-            replace(config, upstream_url=DEMO_UPSTREAM_URL),
-            tools=tools,
-            transport=demo_transport(),
-        )
-    return create_app(config)
+        tools = tools if config.tools else demo_tools()
+        config = replace(config, upstream_url=DEMO_UPSTREAM_URL)
+        transport = demo_transport()
+    for entry in tools:
+        logger.info("%s", entry.describe())
+    return create_app(config, tools=tools, transport=transport)
 
 
 def serve(config: Config, app: Any, *, api_key_env: str, client_keys_env: str | None) -> int:
@@ -256,10 +278,10 @@ def app_from_environment() -> Any:
     client_keys_env = settings.pop("client_keys_env")
     settings["client_keys"] = read_client_keys(client_keys_env)
     settings["api_key"] = os.environ.get(api_key_env) or None
-    settings["approval_secret"] = bytes.fromhex(os.environ[SECRET_ENV])
+    settings["approval_secret"] = bytes.fromhex(os.environ[SECRET_ENV]) or None
     config = Config(**settings)
     _configure_logging(config.log_level)
-    return build_app(config, api_key_env=api_key_env, client_keys_env=client_keys_env)
+    return build_app(config)
 
 
 def _portable(config: Config, api_key_env: str, client_keys_env: str | None) -> dict[str, object]:

@@ -1,17 +1,19 @@
 """The proxy: an OpenAI-compatible chat endpoint that runs server tools mid-stream.
 
-- ``app.py``: ``create_app(config)``, the Starlette adapter;
-- ``loop.py``: ``Turn`` (the tool-loop state machine, no I/O) and ``TurnRunner`` (its driver);
-- ``request.py``: checking the client's request and rebuilding the upstream conversation;
-- ``approval.py``: signed write calls; ``stash.py``: what is kept between requests;
-- ``response.py``: the event-stream response with keep-alives; ``usage.py``: usage over rounds.
+One protocol per module (``docs/architecture.md`` draws them and how a request flows):
 
-See ``docs/proxy.md`` for the behaviour in prose.
+- ``app.py``: routes, authentication, limits and the one error helper (``create_app``);
+- ``request.py``: checking the client's request; ``conversation.py``: rebuilding the upstream
+  conversation from what the client sends back;
+- ``turn.py``: the tool loop as a state machine (no I/O); ``runner.py``: its asyncio driver;
+- ``frames.py``: the client's wire format; ``response.py``: the event-stream response;
+- ``approval.py``: the whole approval protocol; ``audit.py``: the audit log;
+- ``tools.py`` and ``strict_schema.py``: server tools and their schemas; ``upstream.py``: the
+  upstream client with retries; ``usage.py``: usage over rounds; ``diagnostics.py``.
 """
 
 from __future__ import annotations
 
 from streamproxy.proxy.app import create_app
-from streamproxy.proxy.loop import Turn, TurnRunner
 
-__all__ = ["Turn", "TurnRunner", "create_app"]
+__all__ = ["create_app"]

@@ -7,11 +7,11 @@ Routes (each also without the ``/v1`` prefix):
 - ``GET /healthz``: ``{"status": "ok"}``, no key needed;
 - ``GET /_streamproxy/diagnostics``: only with ``Config(diagnostics=True)`` (``diagnostics.py``).
 
-A client that disconnects while the proxy still waits for the upstream (a retry's backoff, a
-non-streaming turn) cancels the work at once: no retry is sent for a client that is gone.
-
-Errors before the first byte get the upstream's (or the proxy's) status and an OpenAI-shaped
-body; after it, one ``data: {"error": ...}`` frame and the stream closes (``loop.py``).
+Every endpoint goes through ``_answering_errors``: an error before the response starts gets its
+status and an OpenAI-shaped body (an upstream error keeps the upstream's status and body), a
+client that left before the response started gets 499 and its work is cancelled at once (no
+retry is sent for a client that is gone). After the first byte, errors are one frame
+(``frames.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import asyncio
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -40,23 +40,26 @@ from streamproxy.errors import (
     StreamProxyError,
     UpstreamError,
 )
+from streamproxy.proxy._state_shim import MemoryStore
 from streamproxy.proxy.approval import ApprovalSigner, client_identity
+from streamproxy.proxy.conversation import rebuild
 from streamproxy.proxy.diagnostics import DIAGNOSTICS_PATH, RequestCounter, Requests, snapshot
-from streamproxy.proxy.loop import Turn, TurnRunner
-from streamproxy.proxy.request import parse_request, rebuild_messages
+from streamproxy.proxy.request import parse_request
 from streamproxy.proxy.response import EventStreamResponse
-from streamproxy.proxy.stash import TranscriptStash
-from streamproxy.tools import ToolSet
-from streamproxy.upstream import RetryPolicy, Upstream
+from streamproxy.proxy.runner import TurnRunner
+from streamproxy.proxy.tools import ToolSet, load_tools
+from streamproxy.proxy.turn import Turn
+from streamproxy.proxy.upstream import RetryPolicy, Upstream
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "error_response"]
 
 logger = logging.getLogger("streamproxy.proxy")
 
 T = TypeVar("T")
+Endpoint = Callable[["_Proxy", Request], Awaitable[Response]]
 
 
-class ClientDisconnectedError(Exception):
+class _ClientDisconnected(Exception):
     """The client went away before the response started."""
 
 
@@ -74,148 +77,167 @@ def create_app(
         transport: an httpx transport for the upstream (a cassette replay, a mock); default:
             the network.
     """
-    if tools is None:
-        from streamproxy.tools import load_tools
+    proxy = _Proxy(config, tools if tools is not None else _configured_tools(config), transport)
+    routes = [
+        Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
+        Route("/chat/completions", proxy.chat_completions, methods=["POST"]),
+        Route("/v1/models", proxy.models, methods=["GET"]),
+        Route("/models", proxy.models, methods=["GET"]),
+        Route("/healthz", proxy.healthz, methods=["GET"]),
+    ]
+    middleware = []
+    if config.diagnostics:
+        routes.append(Route(DIAGNOSTICS_PATH, proxy.diagnostics, methods=["GET"]))
+        middleware.append(Middleware(RequestCounter, requests=proxy.requests))
+    return Starlette(routes=routes, middleware=middleware, lifespan=proxy.lifespan)
 
-        tools = load_tools(config.tools) if config.tools else ToolSet()
-    upstream = Upstream(
-        config.upstream_url,
-        api_key=config.api_key,
-        transport=transport,
-        timeout=config.upstream_timeout,
-        connect_timeout=config.upstream_connect_timeout,
-        retry=RetryPolicy(
-            retries=config.retries,
-            base_delay=config.retry_base_delay,
-            max_retry_after=config.max_retry_wait,
-        ),
-    )
-    use_strict = config.strict_tools == "on" or (
-        config.strict_tools == "auto" and upstream.is_deepseek
-    )
-    signer = ApprovalSigner(config.approval_secret, ttl=config.approval_ttl)
-    stash = TranscriptStash(ttl=config.approval_ttl)
-    limits = Limits(max_arguments_size=config.max_arguments_size)
 
-    def authenticate(request: Request) -> str:
+def _configured_tools(config: Config) -> ToolSet:
+    return load_tools(config.tools) if config.tools else ToolSet()
+
+
+def _answering_errors(endpoint: Endpoint) -> Endpoint:
+    """The one error helper: every endpoint's errors become an OpenAI-shaped response."""
+
+    async def answer(proxy: _Proxy, request: Request) -> Response:
+        request_id = f"req_{uuid.uuid4().hex[:16]}"
+        request.state.request_id = request_id
+        headers = {"x-request-id": request_id}
+        try:
+            response = await endpoint(proxy, request)
+        except StreamProxyError as error:
+            logger.warning("request %s: %s", request_id, error.message)
+            return error_response(error, headers)
+        except _ClientDisconnected:
+            logger.info("request %s: the client left before the response started", request_id)
+            return Response(status_code=499, headers=headers)
+        response.headers.update(headers)
+        return response
+
+    return answer
+
+
+class _Proxy:
+    """The app's services (upstream, tools, store, signer) and its endpoints."""
+
+    def __init__(
+        self, config: Config, tools: ToolSet, transport: httpx.AsyncBaseTransport | None
+    ) -> None:
+        self.config = config
+        self.tools = tools
+        self.upstream = Upstream(
+            config.upstream_url,
+            api_key=config.api_key,
+            transport=transport,
+            timeout=config.upstream_timeout,
+            connect_timeout=config.upstream_connect_timeout,
+            retry=RetryPolicy(
+                retries=config.retries,
+                base_delay=config.retry_base_delay,
+                max_retry_after=config.max_retry_wait,
+            ),
+        )
+        self.use_strict = config.strict_tools == "on" or (
+            config.strict_tools == "auto" and self.upstream.is_deepseek
+        )
+        self.store = MemoryStore()
+        self.limits = Limits(max_arguments_size=config.max_arguments_size)
+        self.requests = Requests()
+        self._signer: ApprovalSigner | None = None
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.upstream.aclose()
+            await self.store.aclose()
+
+    async def signer(self) -> ApprovalSigner:
+        """The approval signer, under the configured secret or the store's shared one."""
+        if self._signer is None:
+            secret = self.config.approval_secret or await self.store.secret()
+            self._signer = ApprovalSigner(secret, ttl=self.config.approval_ttl)
+        return self._signer
+
+    def authenticate(self, request: Request) -> str:
         """The client's identity; raises ``AuthenticationError`` when keys are required."""
-        if not config.client_keys:
+        if not self.config.client_keys:
             return ""
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key:
             raise AuthenticationError("a client key is required (Authorization: Bearer ...)")
-        for allowed in config.client_keys:
+        for allowed in self.config.client_keys:
             if hmac.compare_digest(key.encode(), allowed.encode()):
                 return client_identity(key)
         raise AuthenticationError("the client key is not valid")
 
-    async def chat_completions(request: Request) -> Response:
-        request_id = f"req_{uuid.uuid4().hex[:16]}"
-        headers = {"x-request-id": request_id}
-        try:
-            client = authenticate(request)
-            raw = await _read_body(request, config.max_request_size)
-            chat = parse_request(
-                raw,
-                server_tools=tools,
-                is_deepseek=upstream.is_deepseek,
-                max_size=config.max_request_size,
-            )
-            rebuild_messages(chat, stash=stash, signer=signer, client=client, server_tools=tools)
-        except StreamProxyError as error:
-            return error_response(error, headers)
+    @_answering_errors
+    async def chat_completions(self, request: Request) -> Response:
+        config = self.config
+        request_id: str = request.state.request_id
+        client = self.authenticate(request)
+        raw = await _read_body(request, config.max_request_size)
+        chat = parse_request(
+            raw,
+            server_tools=self.tools,
+            is_deepseek=self.upstream.is_deepseek,
+            max_size=config.max_request_size,
+        )
+        signer = await self.signer()
+        chat.messages, settlements = await rebuild(
+            chat.messages, stash=self.store, signer=signer, client=client
+        )
         turn = Turn(
             chat,
-            tools=tools,
+            tools=self.tools,
             signer=signer,
-            stash=stash,
             client=client,
             max_rounds=config.max_rounds,
-            use_strict=use_strict,
-            limits=limits,
+            use_strict=self.use_strict,
+            limits=self.limits,
+            approvals=config.approvals,
         )
         runner = TurnRunner(
             turn,
-            upstream,
+            self.upstream,
+            store=self.store,
+            settlements=settlements,
             max_tool_result_size=config.max_tool_result_size,
+            state_ttl=config.approval_ttl,
             request_id=request_id,
         )
         try:
             await _while_connected(request.receive, runner.start())
-        except StreamProxyError as error:
-            await runner.aclose()
-            logger.warning("request %s: upstream refused: %s", request_id, error.message)
-            return error_response(error, headers)
-        except ClientDisconnectedError:
-            await runner.aclose()
-            logger.info("request %s: the client left before the upstream answered", request_id)
-            return Response(status_code=499, headers=headers)
+            if chat.is_streaming:
+                return EventStreamResponse(  # type: ignore[return-value]
+                    runner.stream(), keepalive_interval=config.keepalive_interval
+                )
+            completion = await _while_connected(request.receive, runner.complete())
         except BaseException:
             await runner.aclose()
             raise
-        if chat.is_streaming:
-            return EventStreamResponse(  # type: ignore[return-value]
-                runner.stream(), keepalive_interval=config.keepalive_interval, headers=headers
-            )
-        try:
-            completion = await _while_connected(request.receive, runner.complete())
-        except StreamProxyError as error:
-            logger.warning("request %s failed: %s", request_id, error.message)
-            return error_response(error, headers)
-        except ClientDisconnectedError:
-            await runner.aclose()
-            logger.info("request %s: the client left; the turn was cancelled", request_id)
-            return Response(status_code=499, headers=headers)
-        return JSONResponse(completion, headers=headers)
+        return JSONResponse(completion)
 
-    async def models(request: Request) -> Response:
-        try:
-            authenticate(request)
-            if config.is_offline_demo:
-                from streamproxy.demo import demo_models
+    @_answering_errors
+    async def models(self, request: Request) -> Response:
+        self.authenticate(request)
+        if self.config.is_offline_demo:
+            from streamproxy.demo import demo_models
 
-                return JSONResponse(demo_models())
-            return JSONResponse(await upstream.list_models())
-        except StreamProxyError as error:
-            return error_response(error, {})
+            return JSONResponse(demo_models())
+        return JSONResponse(await self.upstream.list_models())
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    requests = Requests()
-
-    async def diagnostics(request: Request) -> Response:
-        try:
-            authenticate(request)
-        except StreamProxyError as error:
-            return error_response(error, {})
-        return JSONResponse(snapshot(requests, open_upstream_responses=upstream.open_responses))
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await upstream.aclose()
-
-    routes = [
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/models", models, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-    ]
-    middleware = []
-    if config.diagnostics:
-        routes.append(Route(DIAGNOSTICS_PATH, diagnostics, methods=["GET"]))
-        middleware.append(Middleware(RequestCounter, requests=requests))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    app.state.config = config
-    app.state.tools = tools
-    app.state.upstream = upstream
-    app.state.stash = stash
-    return app
+    @_answering_errors
+    async def diagnostics(self, request: Request) -> Response:
+        self.authenticate(request)
+        return JSONResponse(
+            snapshot(self.requests, open_upstream_responses=self.upstream.open_responses)
+        )
 
 
 def error_response(error: StreamProxyError, headers: dict[str, str]) -> JSONResponse:
@@ -238,7 +260,7 @@ async def _while_connected(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
     ``EventStreamResponse`` watches for the disconnect itself.
 
     Raises:
-        ClientDisconnectedError: the client went away; ``work`` was cancelled and awaited.
+        _ClientDisconnected: the client went away; ``work`` was cancelled and awaited.
     """
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_disconnected(receive))
@@ -250,7 +272,7 @@ async def _while_connected(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
             task.cancel()
         await asyncio.wait({task, watcher})
     if task.cancelled() and watcher.done() and not watcher.cancelled():
-        raise ClientDisconnectedError
+        raise _ClientDisconnected
     return task.result()
 
 

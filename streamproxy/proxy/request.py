@@ -1,47 +1,36 @@
-"""The client's request: parse and check it, and rebuild the conversation sent upstream.
+"""The client's request, checked: ``parse_request(raw) -> ChatRequest`` (validation only).
 
-Fields the proxy does not use pass through unchanged. The proxy consumes only its own extension
-field, ``streamproxy`` (``{"tool_progress": true}`` asks for tool progress chunks), and rewrites:
+Fields the proxy does not use pass through unchanged (``turn.py`` builds the upstream body and
+``conversation.py`` the upstream messages). The proxy consumes only its own extension field,
+``streamproxy``::
 
-- ``messages``: stashed turns are expanded (``stash.py``), signed write-call ids are mapped back
-  to the upstream's ids, approvals at the end of the conversation are verified and become
-  pending write runs, and every assistant message gets a ``content`` key (DeepSeek rejects one
-  without it);
-- ``tools``: the server's tools are added to the client's (a client tool with a server tool's
-  name is refused: the two owners would be ambiguous);
-- ``tool_choice``: ``"required"`` is dropped in DeepSeek's thinking mode, which rejects it;
-- ``stream`` / ``stream_options``: the upstream request always streams and always asks for usage
-  (the proxy sums it); the client gets usage only when it asked.
+    "streamproxy": {"tool_progress": true,     # tool progress chunks (frames.py)
+                    "tool_previews": true,     # server calls' arguments as they stream
+                    "approvals": "chat"}       # or "client": this request's approval mode
+
+A request is refused with a ``RequestError`` (400) when it is not a JSON object, is nested
+deeper than ``MAX_JSON_DEPTH``, has no ``model`` or ``messages``, asks for ``n`` other than the
+integer 1, has a malformed extension field, or names a client tool like a server tool (the two
+owners would be ambiguous).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 import orjson
 
 from streamproxy.errors import RequestError, RequestTooLargeError
-from streamproxy.proxy.approval import ApprovalError, ApprovalSigner, approval_verdict
-from streamproxy.proxy.stash import Message, TranscriptStash, calls_key, content_key
-from streamproxy.tools import ToolSet
+from streamproxy.proxy.approval import ApprovalMode
+from streamproxy.proxy.tools import ToolSet
+
+Message = dict[str, object]
 
 EXTENSION_FIELD = "streamproxy"
-WriteVerdict = Literal["approved", "declined", "forged", "done"]
-
-
-@dataclass(slots=True, kw_only=True)
-class PendingWrite:
-    """A write call found at the end of the conversation, with the client's verdict."""
-
-    upstream_id: str
-    name: str
-    arguments: str
-    verdict: WriteVerdict
-    message: Message
-    """The ``tool`` message (already in ``messages``) whose content receives the result."""
-    reason: str | None = None
+# orjson reads JSON nested up to 1024 levels but writes only up to 254: a body that parses must
+# also be sent upstream. Real chat requests nest a few levels (messages, content parts, schemas).
+MAX_JSON_DEPTH = 128
 
 
 @dataclass(slots=True, kw_only=True)
@@ -58,7 +47,9 @@ class ChatRequest:
     has_strict_client_tools: bool
     max_tokens: int | None
     messages: list[Message] = field(default_factory=list)
-    pending_writes: list[PendingWrite] = field(default_factory=list)
+    approvals: ApprovalMode | None = None
+    """The approval mode the request asked for (``streamproxy.approvals``), else the server's."""
+    wants_tool_previews: bool = False
 
 
 def parse_request(
@@ -75,6 +66,8 @@ def parse_request(
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise RequestError(f"the request body is not JSON: {error}") from None
+    if _depth_exceeds(body, MAX_JSON_DEPTH):
+        raise RequestError(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     if not isinstance(body.get("model"), str):
@@ -84,10 +77,17 @@ def parse_request(
         raise RequestError("'messages' is required and must be a non-empty list")
     if not all(isinstance(message, dict) for message in messages):
         raise RequestError("every message must be an object")
-    if body.get("n") not in (None, 1):
-        raise RequestError("the tool-running proxy supports n = 1 only")
+    n = body.get("n")
+    if n is not None and (type(n) is not int or n != 1):
+        raise RequestError("'n' must be the integer 1: the tool-running proxy answers one choice")
     extension = body.pop(EXTENSION_FIELD, None)
-    wants_progress = isinstance(extension, dict) and extension.get("tool_progress") is True
+    if extension is None:
+        extension = {}
+    if not isinstance(extension, dict):
+        raise RequestError(f"'{EXTENSION_FIELD}' must be an object")
+    approvals = extension.get("approvals")
+    if approvals not in (None, "chat", "client"):
+        raise RequestError(f'\'{EXTENSION_FIELD}.approvals\' must be "chat" or "client"')
     client_tools = body.get("tools") or []
     if not isinstance(client_tools, list):
         raise RequestError("'tools' must be a list")
@@ -109,7 +109,9 @@ def parse_request(
         body=body,
         is_streaming=body.get("stream") is True,
         include_usage=include_usage,
-        wants_tool_progress=wants_progress,
+        wants_tool_progress=extension.get("tool_progress") is True,
+        wants_tool_previews=extension.get("tool_previews") is True,
+        approvals=approvals,
         client_tools=list(client_tools),
         client_tool_names=frozenset(names),
         is_thinking=is_thinking_mode(body, is_deepseek=is_deepseek),
@@ -134,155 +136,18 @@ def is_thinking_mode(body: Mapping[str, object], *, is_deepseek: bool) -> bool:
     return body.get("reasoning_effort") not in (None, "none")
 
 
-def rebuild_messages(
-    request: ChatRequest,
-    *,
-    stash: TranscriptStash,
-    signer: ApprovalSigner,
-    client: str,
-    server_tools: ToolSet,
-) -> None:
-    """Turn the client's messages into the upstream conversation (in place on ``request``).
-
-    Expands stashed turns, maps signed write ids back, finds the write calls answered at the end
-    of the conversation, and gives every assistant message a ``content`` key.
-    """
-    calls: dict[str, tuple[str, str]] = {}  # signed id -> (name, arguments), as the client sent
-    expanded: list[Message] = []
-    for message in request.messages:
-        if message.get("role") == "assistant":
-            _with_upstream_ids(message, calls)  # records the client's signed calls
-        replacement = _stashed(message, stash, client)
-        expanded.extend(replacement if replacement is not None else [message])
-    tail_start = _tail_start(expanded)
-    messages: list[Message] = []
-    for position, message in enumerate(expanded):
-        role = message.get("role")
-        if role == "assistant":
-            message = _with_upstream_ids(message, calls)
-            if message.get("content") is None:
-                message["content"] = ""
-        elif role == "tool" and isinstance(message.get("tool_call_id"), str):
-            call_id = str(message["tool_call_id"])
-            signed = ApprovalSigner.parse(call_id)
-            if signed is not None:
-                message = dict(message, tool_call_id=signed.upstream_id)
-                name, arguments = calls.get(call_id, ("", ""))
-                pending = _write_verdict(call_id, name, arguments, message, signer, client, stash)
-                if name not in server_tools and pending.verdict != "forged":
-                    message["content"] = f"error: no server tool is named {name!r}; not run"
-                elif position >= tail_start:
-                    request.pending_writes.append(pending)
-                else:
-                    message["content"] = _earlier_write_text(pending, stash, client)
-        messages.append(message)
-    request.messages = messages
-
-
-def _stashed(message: Message, stash: TranscriptStash, client: str) -> list[Message] | None:
-    if message.get("role") != "assistant":
-        return None
-    tool_calls = message.get("tool_calls")
-    if isinstance(tool_calls, list) and tool_calls:
-        ids = [str(call.get("id")) for call in tool_calls if isinstance(call, dict)]
-        found = stash.get(client, calls_key(ids))
-    elif isinstance(message.get("content"), str) and message["content"]:
-        found = stash.get(client, content_key(str(message["content"])))
-    else:
-        return None
-    return [dict(item) for item in found] if found is not None else None
-
-
-def _tail_start(messages: list[Message]) -> int:
-    """Index of the first ``tool`` message answering the last assistant message."""
-    for position in range(len(messages) - 1, -1, -1):
-        if messages[position].get("role") != "tool":
-            return position + 1
-    return 0
-
-
-def _with_upstream_ids(message: Message, calls: dict[str, tuple[str, str]]) -> Message:
-    tool_calls = message.get("tool_calls")
-    if not isinstance(tool_calls, list):
-        return dict(message)
-    rewritten: list[object] = []
-    for call in tool_calls:
-        if isinstance(call, dict) and isinstance(call.get("id"), str):
-            signed = ApprovalSigner.parse(call["id"])
-            if signed is not None:
-                function = call.get("function")
-                name = arguments = ""
-                if isinstance(function, dict):
-                    name = str(function.get("name", ""))
-                    arguments = str(function.get("arguments", ""))
-                calls[call["id"]] = (name, arguments)
-                call = dict(call, id=signed.upstream_id)
-        rewritten.append(call)
-    return dict(message, tool_calls=rewritten)
-
-
-def _write_verdict(
-    call_id: str,
-    name: str,
-    arguments: str,
-    message: Message,
-    signer: ApprovalSigner,
-    client: str,
-    stash: TranscriptStash,
-) -> PendingWrite:
-    try:
-        upstream_id = signer.verify(call_id, name, arguments, client=client)
-    except ApprovalError as error:
-        return PendingWrite(
-            upstream_id=str(message["tool_call_id"]),
-            name=name,
-            arguments=arguments,
-            verdict="forged",
-            message=message,
-            reason=str(error),
-        )
-    if stash.get(client, write_result_key(upstream_id)) is not None:
-        verdict: WriteVerdict = "done"
-        reason = None
-    else:
-        is_approved, reason = approval_verdict(message.get("content"))
-        verdict = "approved" if is_approved else "declined"
-    return PendingWrite(
-        upstream_id=upstream_id,
-        name=name,
-        arguments=arguments,
-        verdict=verdict,
-        message=message,
-        reason=reason,
-    )
-
-
-def write_result_key(upstream_id: str) -> str:
-    """The stash key under which a write call's result is kept (so it runs once)."""
-    return "write:" + upstream_id
-
-
-def write_result_text(pending: PendingWrite, stash: TranscriptStash, client: str) -> str | None:
-    """The stored result of a write call that already ran, if this process has it."""
-    found = stash.get(client, write_result_key(pending.upstream_id))
-    if found:
-        content = found[0].get("content")
-        return content if isinstance(content, str) else None
-    return None
-
-
-def declined_text(pending: PendingWrite) -> str:
-    """The tool result the model gets for a write call that did not run."""
-    if pending.verdict == "forged":
-        return f"error: the call was not run: {pending.reason}"
-    text = f"The user declined this {pending.name} call; it was not run."
-    return f"{text} Reason: {pending.reason}" if pending.reason else text
-
-
-def _earlier_write_text(pending: PendingWrite, stash: TranscriptStash, client: str) -> str:
-    if pending.verdict in ("forged", "declined"):
-        return declined_text(pending)
-    stored = write_result_text(pending, stash, client)
-    if stored is not None:
-        return stored
-    return f"The user approved this {pending.name} call and it ran; its result is not kept."
+def _depth_exceeds(value: object, limit: int) -> bool:
+    """Whether ``value`` nests lists and objects deeper than ``limit`` (iteratively)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False

@@ -26,6 +26,8 @@ class Process:
 
     def __init__(self, arguments: list[str], *, cwd: Path, env: dict[str, str]) -> None:
         self.log_path = cwd / f"{arguments[0]}-{time.monotonic_ns()}.stderr.log"
+        # the state store's default path is under XDG_STATE_HOME: one per test directory
+        env = {"XDG_STATE_HOME": str(cwd / "state"), **env}
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamproxy", *arguments],

@@ -74,7 +74,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from streamproxy.tools import tool
+from streamproxy.proxy.tools import tool
 
 LOG = Path("tool_events.log")
 

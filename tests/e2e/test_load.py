@@ -367,7 +367,7 @@ async def _mixed_turns(url: str, batch: list[dict[str, object]]) -> list[tuple[s
         assert message["content"] == expected["opening"]
         [call] = message["tool_calls"]  # the write call only: the lookup ran on the server
         assert call["function"]["name"] == "save_note"
-        assert call["id"].startswith("spw1.")
+        assert call["id"].startswith("spw2.")
         messages = [
             expected["user"],
             {"role": "assistant", "content": message["content"], "tool_calls": [call]},

@@ -12,7 +12,7 @@ import orjson
 
 from streamproxy.config import Config
 from streamproxy.proxy import create_app
-from streamproxy.tools import ToolSet
+from streamproxy.proxy.tools import ToolSet
 
 MODEL = "deepseek-v4-flash"
 

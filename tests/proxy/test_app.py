@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from streamproxy.config import Config
-from streamproxy.tools import ToolSet, tool
+from streamproxy.proxy.tools import ToolSet, tool
 
 from .helpers import (
     MODEL,
@@ -39,7 +39,7 @@ def get_weather(city: str) -> dict[str, object]:
     return {"city": city, "temperature_c": 24}
 
 
-@tool(read_only=False)
+@tool(needs_approval=True)
 def write_note(title: str, text: str) -> str:
     """Save a note."""
     runs.append({"tool": "write_note", "title": title, "text": text})
@@ -320,105 +320,6 @@ async def test_mixed_turn_without_the_stash_still_sends_a_valid_conversation() -
     assert sent[2]["tool_call_id"] == "unknown_call"
 
 
-def _write_history(call: dict[str, object], verdict: str) -> list[dict[str, object]]:
-    return [
-        *USER,
-        {"role": "assistant", "content": None, "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": call["id"], "content": verdict},
-    ]
-
-
-async def _handed_write_call(client: httpx.AsyncClient) -> dict[str, object]:
-    result = await post_stream(client, {"model": MODEL, "messages": USER})
-    assert result.finish_reasons == ["tool_calls"]
-    [call] = result.tool_call_deltas
-    return {"id": call["id"], "type": "function", "function": call["function"]}
-
-
-WRITE_ROUND = [("call_w", "write_note", '{"title": "t", "text": "hello"}')]
-APPROVED = json.dumps({"approved": True})
-
-
-async def test_write_tools_wait_for_approval_then_run_exactly_once() -> None:
-    upstream = ScriptedUpstream(
-        [tool_round(WRITE_ROUND), content_round("Saved."), content_round("Again.")]
-    )
-    async with proxy_client(upstream, tools=TOOLS) as client:
-        call = await _handed_write_call(client)
-        assert runs == []  # not without approval
-        assert str(call["id"]).startswith("spw1.") and str(call["id"]).endswith(".call_w")
-        assert call["function"] == {
-            "name": "write_note",
-            "arguments": '{"title": "t", "text": "hello"}',
-        }
-        history = _write_history(call, APPROVED)
-        result = await post_stream(client, {"model": MODEL, "messages": history})
-        assert result.content == "Saved."
-        assert runs == [{"tool": "write_note", "title": "t", "text": "hello"}]
-        sent = upstream.bodies[1]["messages"]
-        assert sent[1]["tool_calls"][0]["id"] == "call_w"  # upstream sees its own id
-        assert sent[2] == {"role": "tool", "tool_call_id": "call_w", "content": "saved t"}
-        # the same approval sent again (a retry, or the next turn) does not run it twice
-        await post_stream(client, {"model": MODEL, "messages": history})
-        assert len(runs) == 1
-        assert upstream.bodies[2]["messages"][2]["content"] == "saved t"
-
-
-async def test_an_approval_for_other_arguments_is_refused() -> None:
-    upstream = ScriptedUpstream([tool_round(WRITE_ROUND), content_round("Not done.")])
-    async with proxy_client(upstream, tools=TOOLS) as client:
-        call = await _handed_write_call(client)
-        forged = dict(
-            call, function={"name": "write_note", "arguments": '{"title": "t", "text": "rm -rf"}'}
-        )
-        await post_stream(client, {"model": MODEL, "messages": _write_history(forged, APPROVED)})
-    assert runs == []
-    assert upstream.bodies[1]["messages"][2]["content"].startswith("error: the call was not run")
-
-
-async def test_a_made_up_signed_id_is_refused() -> None:
-    upstream = ScriptedUpstream([content_round("No.")])
-    call = {
-        "id": "spw1.9999999999.AAAAAAAAAAAAAAAAAAAAAA.call_z",
-        "type": "function",
-        "function": {"name": "write_note", "arguments": '{"title": "a", "text": "b"}'},
-    }
-    async with proxy_client(upstream, tools=TOOLS) as client:
-        await post_stream(client, {"model": MODEL, "messages": _write_history(call, APPROVED)})
-    assert runs == []
-    assert "differ from the ones approved" in upstream.bodies[0]["messages"][2]["content"]
-
-
-async def test_a_declined_write_call_is_reported_to_the_model() -> None:
-    upstream = ScriptedUpstream([tool_round(WRITE_ROUND), content_round("OK, not saved.")])
-    async with proxy_client(upstream, tools=TOOLS) as client:
-        call = await _handed_write_call(client)
-        verdict = json.dumps({"approved": False, "reason": "not now"})
-        await post_stream(client, {"model": MODEL, "messages": _write_history(call, verdict)})
-    assert runs == []
-    assert upstream.bodies[1]["messages"][2]["content"] == (
-        "The user declined this write_note call; it was not run. Reason: not now"
-    )
-
-
-async def test_approvals_are_bound_to_the_client_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = Config(
-        upstream_url="http://upstream.test/v1",
-        client_keys=frozenset({"alice-key", "bob-key"}),
-    )
-    upstream = ScriptedUpstream([tool_round(WRITE_ROUND), content_round("No.")])
-    async with proxy_client(upstream, tools=TOOLS, config=config) as client:
-        alice = {"Authorization": "Bearer alice-key"}
-        bob = {"Authorization": "Bearer bob-key"}
-        result = await post_stream(client, {"model": MODEL, "messages": USER}, headers=alice)
-        [delta] = result.tool_call_deltas
-        call = {"id": delta["id"], "type": "function", "function": delta["function"]}
-        await post_stream(
-            client, {"model": MODEL, "messages": _write_history(call, APPROVED)}, headers=bob
-        )
-    assert runs == []
-
-
 async def test_client_keys_are_required_when_configured() -> None:
     config = Config(upstream_url="http://upstream.test/v1", client_keys=frozenset({"k1"}))
     upstream = ScriptedUpstream([content_round("ok")])
@@ -575,7 +476,31 @@ async def test_arguments_are_limited_in_size() -> None:
         pytest.param(b"[]", 400, "JSON object", id="not-object"),
         pytest.param(b'{"messages": []}', 400, "model", id="no-model"),
         pytest.param(
-            json.dumps({"model": MODEL, "messages": USER, "n": 2}).encode(), 400, "n = 1", id="n"
+            json.dumps({"model": MODEL, "messages": USER, "n": 2}).encode(),
+            400,
+            "integer 1",
+            id="n",
+        ),
+        pytest.param(
+            json.dumps({"model": MODEL, "messages": USER, "n": True}).encode(),
+            400,
+            "integer 1",
+            id="n-true",
+        ),
+        pytest.param(
+            b'{"model": "m", "messages": [{"role": "user", "content": '
+            + b"[" * 300
+            + b"]" * 300
+            + b"}]}",
+            400,
+            "nested deeper",
+            id="too-deep",
+        ),
+        pytest.param(
+            json.dumps({"model": MODEL, "messages": USER, "streamproxy": 1}).encode(),
+            400,
+            "must be an object",
+            id="bad-extension",
         ),
         pytest.param(
             json.dumps(
@@ -692,12 +617,14 @@ async def test_audit_line_per_tool_run(caplog: pytest.LogCaptureFixture) -> None
     async with proxy_client(upstream, tools=TOOLS) as client:
         await post_stream(client, {"model": MODEL, "messages": USER})
     lines = [r.getMessage() for r in caplog.records if r.name == "streamproxy.audit"]
-    assert len(lines) == 2
-    ran = next(line for line in lines if "call_1" in line)
+    assert len(lines) == 3
+    started, ran = (line for line in lines if "call_1" in line)
+    assert "outcome=started" in started
     assert "tool=get_weather" in ran and "outcome=ok" in ran and "args_sha256=" in ran
+    assert all(line.startswith("tool_call request_id=req_") for line in lines)
     assert "Paris" not in ran  # a digest, never the arguments
     refused = next(line for line in lines if "call_2" in line)
-    assert "outcome=invalid" in refused and "kind=unknown_tool" in refused
+    assert "outcome=refused" in refused and "kind=unknown_tool" in refused
 
 
 async def test_models_and_health() -> None:

@@ -13,8 +13,8 @@ from streamproxy.commands.serve import DIAGNOSTICS_ENV, config_from_arguments
 from streamproxy.config import Config
 from streamproxy.errors import UpstreamError
 from streamproxy.proxy import create_app
-from streamproxy.tools import ToolSet
-from streamproxy.upstream import RetryPolicy, Upstream
+from streamproxy.proxy.tools import ToolSet
+from streamproxy.proxy.upstream import RetryPolicy, Upstream
 
 pytestmark = pytest.mark.anyio
 

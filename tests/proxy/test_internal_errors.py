@@ -17,7 +17,7 @@ import pytest
 from streamproxy.config import Config
 from streamproxy.core import ChatStream, Event
 from streamproxy.proxy import create_app
-from streamproxy.tools import ToolSet
+from streamproxy.proxy.tools import ToolSet
 
 pytestmark = pytest.mark.anyio
 

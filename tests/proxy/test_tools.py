@@ -11,15 +11,10 @@ import pytest
 from pydantic import BaseModel, Field
 
 from streamproxy.core.schema import ToolSchemas
-from streamproxy.tools import (
-    Tool,
-    ToolDefinitionError,
-    ToolSet,
-    arguments_digest,
-    load_tools,
-    strict_schema,
-    tool,
-)
+from streamproxy.errors import ToolDefinitionError
+from streamproxy.proxy.audit import arguments_digest
+from streamproxy.proxy.strict_schema import strict_schema
+from streamproxy.proxy.tools import Tool, ToolSet, load_tools, tool
 
 pytestmark = pytest.mark.anyio
 
@@ -329,7 +324,7 @@ def test_load_tools_from_module_attr(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (tmp_path / "my_tools_module.py").write_text(
         textwrap.dedent(
             '''
-            from streamproxy.tools import ToolSet, tool
+            from streamproxy.proxy.tools import ToolSet, tool
 
             @tool(read_only=True)
             def add(a: int, b: int) -> int:

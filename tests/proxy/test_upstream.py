@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from streamproxy.errors import UpstreamError
-from streamproxy.upstream import RetryPolicy, Upstream, is_deepseek_url
+from streamproxy.proxy.upstream import RetryPolicy, Upstream, is_deepseek_url
 
 KEY = "sk-test-secret-0123456789"
 FAST = RetryPolicy(retries=2, base_delay=0.001, max_delay=0.002)
@@ -133,7 +133,7 @@ async def test_retry_after_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     async def fake_sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    monkeypatch.setattr("streamproxy.upstream.asyncio.sleep", fake_sleep)
+    monkeypatch.setattr("streamproxy.proxy.upstream.asyncio.sleep", fake_sleep)
     attempts: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

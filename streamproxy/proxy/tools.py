@@ -1,4 +1,4 @@
-"""Server tools: plain Python functions the proxy runs on the model's behalf.
+"""Server tools: the functions (and MCP tools) the proxy runs on the model's behalf.
 
 A tool is a sync or async function with type hints and a docstring::
 
@@ -11,53 +11,63 @@ A tool is a sync or async function with type hints and a docstring::
             unit: Celsius or Fahrenheit.
         '''
 
-Its argument schema comes from the hints through a pydantic model, cut down to the form
-DeepSeek's strict mode accepts (``strict_schema``): every property required,
-``additionalProperties: false`` on every object, ``$ref`` written out, and only the supported
-keywords (type, properties, required, additionalProperties, items, enum, anyOf, description).
-Constraints strict mode cannot express (``ge``, ``max_length``, ``pattern``...) are dropped from
-the schema sent upstream but still enforced: arguments are validated against the full pydantic
-model before the function runs. A tool whose schema strict mode cannot express at all (a
-``dict[str, X]`` map, ``Any``, a recursive model) is sent without ``strict``.
+Its argument schema comes from the hints through a pydantic model; the schema sent upstream is
+its strict form (``strict_schema.py``); the full model is still enforced before the function runs.
 
-A tool is read-only or writes. Read-only tools run as soon as their call is sealed; write tools
-run only after the client approves the exact call (see ``streamproxy.proxy.approval``). A plain
-function with no ``@tool`` declaration is treated as a write tool, the safe default.
+Every tool has a **mode**, which says when it runs:
+
+- ``auto`` (a plain function, or ``@tool``): runs on the server, automatically, once its call is
+  sealed and the model's round ended cleanly (a round cut by ``length`` runs nothing);
+- ``read_only`` (``@tool(read_only=True)``): starts the moment its call is sealed, while the model
+  may still be streaming: only for tools that change nothing, since the round may still fail;
+- ``needs_approval`` (``@tool(needs_approval=True)``): never runs without the user's approval of
+  the exact call (``approval.py``).
+
+``Tool.from_schema`` builds a tool from a JSON Schema and an async callable (MCP tools).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import importlib
 import inspect
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, get_type_hints, overload
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from streamproxy.core.schema import SchemaSource
 from streamproxy.errors import ToolDefinitionError
+from streamproxy.proxy.strict_schema import upstream_parameters
 
 __all__ = [
     "Tool",
-    "ToolDefinitionError",
+    "ToolMode",
     "ToolOutcome",
     "ToolSet",
-    "arguments_digest",
     "load_tools",
-    "strict_schema",
+    "result_text",
     "tool",
 ]
 
 ToolFunction = Callable[..., Any]
+ToolInvoker = Callable[[Mapping[str, object]], Awaitable[object]]
+"""Runs a tool on arguments already validated against its schema."""
 _F = TypeVar("_F", bound=Callable[..., Any])
+ToolMode = Literal["auto", "read_only", "needs_approval"]
 OutcomeStatus = Literal["ok", "error", "timeout", "too_large"]
+
+MODE_DESCRIPTIONS: dict[ToolMode, str] = {
+    "auto": "runs when its round ends cleanly",
+    "read_only": "read-only, starts mid-stream as soon as its call is sealed",
+    "needs_approval": "runs only after the user approves the call",
+}
 
 # OpenAI and DeepSeek accept function names of 1-64 letters, digits, underscores and hyphens.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -66,47 +76,12 @@ DEFAULT_TOOL_TIMEOUT = 30.0
 _MAX_ERROR_TEXT = 2000
 _DECLARATION_ATTRIBUTE = "__streamproxy_tool__"
 
-# Keywords DeepSeek's strict mode accepts; every other keyword is dropped or refused.
-_KEPT_KEYWORDS = frozenset(
-    {"type", "properties", "required", "additionalProperties", "items", "enum", "anyOf"}
-)
-# Validation keywords strict mode does not support: dropped from the schema sent upstream
-# (pydantic still enforces them before the tool runs).
-_DROPPED_KEYWORDS = frozenset(
-    {
-        "title",
-        "default",
-        "examples",
-        "format",
-        "pattern",
-        "minLength",
-        "maxLength",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-        "multipleOf",
-        "minItems",
-        "maxItems",
-        "uniqueItems",
-        "minProperties",
-        "maxProperties",
-        "deprecated",
-        "readOnly",
-        "writeOnly",
-    }
-)
-
-
-class _StrictUnsupportedError(ValueError):
-    """A schema uses something DeepSeek's strict mode cannot express."""
-
 
 @dataclass(frozen=True, slots=True)
 class _Declaration:
     name: str | None
     description: str | None
-    is_read_only: bool
+    mode: ToolMode
     timeout: float
 
 
@@ -118,25 +93,24 @@ class ToolOutcome:
     content: str
     duration: float
 
-    @property
-    def is_ok(self) -> bool:
-        return self.status == "ok"
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Tool:
-    """One server tool: the function, its argument model and the schema sent upstream."""
+    """One server tool: how to call it, the schema it is checked against, and when it runs."""
 
     name: str
     description: str
-    function: ToolFunction
-    arguments_model: type[BaseModel]
     parameters: dict[str, object]
-    """The argument schema in DeepSeek's strict form (or pydantic's when ``is_strict``)."""
+    """The argument schema sent upstream: DeepSeek's strict form when ``is_strict``."""
     is_strict: bool
     """False when strict mode cannot express the schema; the tool is then sent non-strict."""
-    is_read_only: bool
-    timeout: float
+    schema: SchemaSource
+    """What a sealed call's arguments must validate against (``ChatStream(tools=...)``)."""
+    invoke: ToolInvoker
+    mode: ToolMode = "auto"
+    timeout: float = DEFAULT_TOOL_TIMEOUT
+    origin: str = "python"
+    """Where the tool comes from, for logs: ``python`` or ``mcp:SERVER``."""
 
     @classmethod
     def from_function(
@@ -145,40 +119,68 @@ class Tool:
         *,
         name: str | None = None,
         description: str | None = None,
-        read_only: bool | None = None,
+        mode: ToolMode | None = None,
         timeout: float | None = None,
     ) -> Tool:
         """Build a tool from ``function``; arguments override its ``@tool`` declaration."""
         declaration: _Declaration | None = getattr(function, _DECLARATION_ATTRIBUTE, None)
         tool_name = name or (declaration.name if declaration else None) or function.__name__
-        if not _NAME_PATTERN.match(tool_name):
-            raise ToolDefinitionError(
-                f"tool name {tool_name!r} must be 1-64 letters, digits, '_' or '-'"
-            )
         summary, argument_docs = _parse_docstring(inspect.getdoc(function) or "")
-        text = description or (declaration.description if declaration else None) or summary
-        if read_only is None:
-            read_only = declaration.is_read_only if declaration else False
-        if timeout is None:
-            timeout = declaration.timeout if declaration else DEFAULT_TOOL_TIMEOUT
-        if timeout <= 0:
-            raise ToolDefinitionError(f"tool {tool_name}: timeout must be positive")
-        model = _arguments_model(function, tool_name, argument_docs)
-        plain = model.model_json_schema()
-        try:
-            parameters, is_strict = strict_schema(plain), True
-        except _StrictUnsupportedError:
-            parameters, is_strict = _strip_titles(plain), False
+        model = _arguments_model(function, _checked_name(tool_name), argument_docs)
+        parameters, is_strict = upstream_parameters(model.model_json_schema())
         return cls(
             name=tool_name,
-            description=text,
-            function=function,
-            arguments_model=model,
+            description=description
+            or (declaration.description if declaration else None)
+            or summary,
             parameters=parameters,
             is_strict=is_strict,
-            is_read_only=read_only,
-            timeout=timeout,
+            schema=model,
+            invoke=_function_invoker(function, model),
+            mode=mode or (declaration.mode if declaration else "auto"),
+            timeout=_checked_timeout(
+                tool_name,
+                timeout or (declaration.timeout if declaration else DEFAULT_TOOL_TIMEOUT),
+            ),
         )
+
+    @classmethod
+    def from_schema(
+        cls,
+        name: str,
+        invoke: ToolInvoker,
+        *,
+        parameters: Mapping[str, object],
+        description: str = "",
+        mode: ToolMode = "auto",
+        timeout: float = DEFAULT_TOOL_TIMEOUT,
+        origin: str = "python",
+    ) -> Tool:
+        """A tool from a JSON Schema and an async callable (an MCP server's tool, say)."""
+        upstream, is_strict = upstream_parameters(parameters)
+        return cls(
+            name=_checked_name(name),
+            description=description,
+            parameters=upstream,
+            is_strict=is_strict,
+            schema=dict(parameters),
+            invoke=invoke,
+            mode=mode,
+            timeout=_checked_timeout(name, timeout),
+            origin=origin,
+        )
+
+    @property
+    def is_read_only(self) -> bool:
+        return self.mode == "read_only"
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.mode == "needs_approval"
+
+    def describe(self) -> str:
+        """One line for the start-up log: name, origin and mode."""
+        return f"tool {self.name} ({self.origin}): {self.mode}, {MODE_DESCRIPTIONS[self.mode]}"
 
     def openai_tool(self, *, strict: bool) -> dict[str, object]:
         """The ``{"type": "function", ...}`` entry for a request's ``tools`` list."""
@@ -189,17 +191,6 @@ class Tool:
             function["strict"] = True
         return {"type": "function", "function": function}
 
-    async def call(self, arguments: Mapping[str, object]) -> object:
-        """Validate ``arguments`` with the full model and call the function (no timeout)."""
-        values = self.arguments_model.model_validate(dict(arguments))
-        keywords = {field: getattr(values, field) for field in type(values).model_fields}
-        if inspect.iscoroutinefunction(self.function):
-            return await self.function(**keywords)
-        result = await asyncio.to_thread(functools.partial(self.function, **keywords))
-        if inspect.isawaitable(result):
-            return await result
-        return result
-
     async def run(self, arguments: Mapping[str, object], *, max_result_size: int) -> ToolOutcome:
         """Call the tool with its timeout; every failure becomes an outcome the model can read.
 
@@ -209,18 +200,18 @@ class Tool:
         status: OutcomeStatus
         try:
             async with asyncio.timeout(self.timeout):
-                result = await self.call(arguments)
+                result = await self.invoke(arguments)
+            content = result_text(result)
         except TimeoutError:
             status = "timeout"
             content = f"error: tool {self.name} timed out after {self.timeout:g} s"
         except ValidationError as error:
             status = "error"
             content = f"error: invalid arguments for {self.name}: {_validation_summary(error)}"
-        except Exception as error:  # a tool's own failure goes back to the model
+        except Exception as error:  # a tool's own failure (or its result's) goes to the model
             status = "error"
-            content = f"error: {type(error).__name__}: {error}"[:_MAX_ERROR_TEXT]
+            content = f"error: {type(error).__name__}: {_safe_text(error)}"[:_MAX_ERROR_TEXT]
         else:
-            content = result_text(result)
             status = "ok"
             size = len(content.encode())
             if size > max_result_size:
@@ -242,6 +233,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     read_only: bool = False,
+    needs_approval: bool = False,
     timeout: float = DEFAULT_TOOL_TIMEOUT,
 ) -> Callable[[_F], _F]: ...
 
@@ -253,16 +245,21 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     read_only: bool = False,
+    needs_approval: bool = False,
     timeout: float = DEFAULT_TOOL_TIMEOUT,
 ) -> _F | Callable[[_F], _F]:
-    """Declare a function as a tool: ``@tool(read_only=True, timeout=5)`` or ``@tool``.
+    """Declare a function as a tool: ``@tool``, ``@tool(read_only=True, timeout=5)`` or
+    ``@tool(needs_approval=True)``.
 
     The function is returned unchanged (still callable as before); the declaration is read when
     it is added to a ``ToolSet``.
     """
+    if read_only and needs_approval:
+        raise ToolDefinitionError("a tool is read_only or needs_approval, not both")
+    mode: ToolMode = "read_only" if read_only else "needs_approval" if needs_approval else "auto"
 
     def declare(target: _F) -> _F:
-        setattr(target, _DECLARATION_ATTRIBUTE, _Declaration(name, description, read_only, timeout))
+        setattr(target, _DECLARATION_ATTRIBUTE, _Declaration(name, description, mode, timeout))
         return target
 
     if function is not None:
@@ -291,11 +288,15 @@ class ToolSet:
         self._tools[entry.name] = entry
         return entry
 
+    def remove(self, name: str) -> None:
+        """Drop a tool (an MCP server's tool list changed); unknown names are ignored."""
+        self._tools.pop(name, None)
+
     def __contains__(self, name: object) -> bool:
         return name in self._tools
 
     def __iter__(self) -> Iterator[Tool]:
-        return iter(self._tools.values())
+        return iter(list(self._tools.values()))
 
     def __len__(self) -> int:
         return len(self._tools)
@@ -314,9 +315,9 @@ class ToolSet:
         """The tools as a request's ``tools`` entries."""
         return [entry.openai_tool(strict=strict) for entry in self._tools.values()]
 
-    def schemas(self) -> dict[str, type[BaseModel]]:
-        """Name -> argument model, the form ``ChatStream(tools=...)`` validates against."""
-        return {entry.name: entry.arguments_model for entry in self._tools.values()}
+    def schemas(self) -> dict[str, SchemaSource]:
+        """Name -> argument schema, the form ``ChatStream(tools=...)`` validates against."""
+        return {entry.name: entry.schema for entry in self._tools.values()}
 
 
 def load_tools(spec: str) -> ToolSet:
@@ -352,106 +353,61 @@ def load_tools(spec: str) -> ToolSet:
 
 
 def result_text(result: object) -> str:
-    """A tool's return value as the text sent to the model: strings as they are, else JSON."""
+    """A tool's return value as the text sent to the model: strings as they are, else JSON.
+
+    Raises:
+        TypeError: the value has no JSON form and its ``str()`` fails too (``Tool.run`` turns
+            that into an error result for the model).
+    """
     if isinstance(result, str):
         return result
     if isinstance(result, BaseModel):
         return result.model_dump_json()
     try:
         return pydantic_core.to_json(result).decode()
-    except pydantic_core.PydanticSerializationError:
+    except (pydantic_core.PydanticSerializationError, ValueError, RecursionError):
+        pass
+    try:
         return str(result)
+    except Exception as error:
+        raise TypeError(
+            f"the tool returned a {type(result).__name__} that cannot be turned into text"
+        ) from error
 
 
-def arguments_digest(arguments: str) -> str:
-    """A short digest of a call's arguments text, for audit lines (never the arguments)."""
-    return hashlib.sha256(arguments.encode()).hexdigest()[:16]
+def _safe_text(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:
+        return "(the error's message cannot be shown)"
 
 
-def strict_schema(schema: Mapping[str, object]) -> dict[str, object]:
-    """Rewrite a pydantic JSON Schema into the form DeepSeek's strict mode accepts.
-
-    Raises:
-        _StrictUnsupportedError: the schema needs something strict mode lacks (an open map,
-            an untyped value, a tuple, a recursive ``$ref``).
-    """
-    definitions = schema.get("$defs")
-    defs = dict(definitions) if isinstance(definitions, Mapping) else {}
-    return _strict_node(schema, defs, ())
+def _checked_name(name: str) -> str:
+    if not _NAME_PATTERN.match(name):
+        raise ToolDefinitionError(f"tool name {name!r} must be 1-64 letters, digits, '_' or '-'")
+    return name
 
 
-def _strict_node(
-    node: Mapping[str, object], defs: Mapping[str, object], seen: tuple[str, ...]
-) -> dict[str, object]:
-    reference = node.get("$ref")
-    if isinstance(reference, str):
-        name = reference.rpartition("/")[2]
-        target = defs.get(name)
-        if name in seen or not isinstance(target, Mapping):
-            raise _StrictUnsupportedError(f"recursive or unknown $ref {reference}")
-        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-        return _strict_node(merged, defs, (*seen, name))
-    all_of = node.get("allOf")
-    if isinstance(all_of, list):
-        if len(all_of) != 1 or not isinstance(all_of[0], Mapping):
-            raise _StrictUnsupportedError("allOf with more than one schema")
-        rest = {k: v for k, v in node.items() if k != "allOf"}
-        return _strict_node({**all_of[0], **rest}, defs, seen)
-    result: dict[str, object] = {}
-    for key, value in node.items():
-        if key in _DROPPED_KEYWORDS or key == "$defs":
-            continue
-        if key == "description":
-            result[key] = value
-        elif key == "const":
-            result["enum"] = [value]
-        elif key in ("anyOf", "oneOf"):
-            if not isinstance(value, list):
-                raise _StrictUnsupportedError(f"{key} is not a list")
-            result["anyOf"] = [_strict_node(item, defs, seen) for item in value]
-        elif key == "properties":
-            if not isinstance(value, Mapping):
-                raise _StrictUnsupportedError("properties is not an object")
-            result[key] = {
-                name: _strict_node(_as_mapping(sub), defs, seen) for name, sub in value.items()
-            }
-        elif key == "items":
-            result[key] = _strict_node(_as_mapping(value), defs, seen)
-        elif key == "additionalProperties":
-            if value not in (False, None):
-                raise _StrictUnsupportedError("an open map (additionalProperties)")
-        elif key in _KEPT_KEYWORDS:
-            result[key] = value
-        else:
-            raise _StrictUnsupportedError(f"keyword {key!r}")
-    if isinstance(result.get("type"), list):
-        raise _StrictUnsupportedError("a list of types")
-    if result.get("type") == "object" or "properties" in result:
-        properties = result.setdefault("properties", {})
-        assert isinstance(properties, Mapping)
-        result["required"] = list(properties)
-        result["additionalProperties"] = False
-    if not ({"type", "enum", "anyOf"} & result.keys()):
-        raise _StrictUnsupportedError("an untyped value")
-    return result
+def _checked_timeout(name: str, timeout: float) -> float:
+    if timeout <= 0:
+        raise ToolDefinitionError(f"tool {name}: timeout must be positive")
+    return timeout
 
 
-def _as_mapping(value: object) -> Mapping[str, object]:
-    if not isinstance(value, Mapping):
-        raise _StrictUnsupportedError(f"a schema that is not an object: {value!r}")
-    return value
+def _function_invoker(function: ToolFunction, model: type[BaseModel]) -> ToolInvoker:
+    """Validate with the full model (constraints strict mode dropped) and call the function."""
 
+    async def invoke(arguments: Mapping[str, object]) -> object:
+        values = model.model_validate(dict(arguments))
+        keywords = {field: getattr(values, field) for field in type(values).model_fields}
+        if inspect.iscoroutinefunction(function):
+            return await function(**keywords)
+        result = await asyncio.to_thread(functools.partial(function, **keywords))
+        if inspect.isawaitable(result):
+            return await result
+        return result
 
-def _strip_titles(node: object) -> Any:
-    if isinstance(node, Mapping):
-        return {
-            key: _strip_titles(value)
-            for key, value in node.items()
-            if not (key == "title" and isinstance(value, str))
-        }
-    if isinstance(node, list):
-        return [_strip_titles(item) for item in node]
-    return node
+    return invoke
 
 
 def _arguments_model(

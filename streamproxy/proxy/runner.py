@@ -1,0 +1,286 @@
+"""The asyncio driver of a ``Turn``: upstream bytes in, client frames out, tools run on the side.
+
+``TurnRunner`` owns every piece of I/O of one client request: the upstream responses, the tool
+tasks, the state store and the audit log. ``Turn`` decides; the runner does what it says:
+
+1. ``start``: settle the approvals the request answers (``conversation.Settlement``): an
+   approved call runs through ``approval.run_once`` (claimed in the ledger first, so it runs at
+   most once wherever the approval is sent), the others get their reason as the tool result;
+   then open the first upstream response (errors here get a status, not a stream).
+2. each round: feed the upstream's bytes to the round's ``ChatStream``, the events to the turn,
+   the outputs to ``ChatFrames``; start read-only tools when the turn says so;
+3. at the round's end: start the ``auto`` calls, wait for every server call, feed the results
+   back, write what the decision keeps to the store, and continue or finish.
+
+Cancelling the runner (the client left) cancels running tools and closes the upstream; an
+approved call that already started is shielded, so its outcome is still recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Protocol
+
+import orjson
+
+from streamproxy.errors import InternalError, ProtocolError, StreamProxyError
+from streamproxy.proxy.approval import declined_text, run_once
+from streamproxy.proxy.audit import audit
+from streamproxy.proxy.conversation import Settlement
+from streamproxy.proxy.frames import ChatFrames
+from streamproxy.proxy.tools import ToolOutcome
+from streamproxy.proxy.turn import Call, Decision, Output, Refuse, StartTool, Turn
+from streamproxy.proxy.upstream import Upstream, UpstreamResponse
+
+__all__ = ["TurnRunner"]
+
+logger = logging.getLogger("streamproxy.proxy")
+
+
+class Store(Protocol):
+    """The part of the state store the runner writes (``state.py``)."""
+
+    async def put(self, client: str, key: str, value: object, ttl: float) -> None: ...
+
+    async def claim(self, key: str, ttl: float) -> object: ...
+
+    async def record(self, key: str, outcome: dict[str, object], ttl: float) -> None: ...
+
+
+class TurnRunner:
+    """Drives a ``Turn`` against an upstream; yields the client's frames."""
+
+    def __init__(
+        self,
+        turn: Turn,
+        upstream: Upstream,
+        *,
+        store: Store,
+        settlements: list[Settlement] | None = None,
+        max_tool_result_size: int,
+        state_ttl: float = 3600.0,
+        request_id: str = "",
+    ) -> None:
+        self.turn = turn
+        self.frames = ChatFrames(turn)
+        self.upstream = upstream
+        self.store = store
+        self.settlements = settlements or []
+        self.max_tool_result_size = max_tool_result_size
+        self.state_ttl = state_ttl
+        self.request_id = request_id
+        self._response: UpstreamResponse | None = None
+        self._tasks: dict[str, asyncio.Task[ToolOutcome]] = {}
+        self._running: dict[str, Call] = {}
+
+    async def start(self) -> None:
+        """Settle the approvals, then open the first upstream response.
+
+        Raises:
+            UpstreamError: the upstream refused or failed before any byte (send its status).
+            StateUnavailableError: the store is down and the request needs it.
+        """
+        for settlement in self.settlements:
+            await self._settle(settlement)
+        self._response = await self._open()
+
+    async def stream(self) -> AsyncGenerator[bytes, None]:
+        """Client frames; a failure after the start becomes one error frame, then the end."""
+        try:
+            async for frames in self._rounds(streaming=True):
+                yield frames
+        except StreamProxyError as error:
+            logger.warning("request %s failed mid-stream: %s", self.request_id, error.message)
+            yield self.frames.error(error)
+        except Exception:
+            # a bug, not bad input: the client is still told, once; the details go to the log
+            logger.exception("request %s failed mid-stream on an internal error", self.request_id)
+            yield self.frames.error(InternalError(f"the proxy failed (request {self.request_id})"))
+        finally:
+            await self.aclose()
+
+    async def complete(self) -> dict[str, object]:
+        """Run the whole turn for a non-streaming client and return the completion.
+
+        Raises:
+            StreamProxyError: the turn failed (the client gets its status and body).
+        """
+        try:
+            async for _ in self._rounds(streaming=False):
+                pass
+        finally:
+            await self.aclose()
+        return self.frames.completion()
+
+    async def aclose(self) -> None:
+        """Cancel running tools and close the upstream response."""
+        for call_id, task in self._tasks.items():
+            if task.cancel():
+                self._audit(self._running[call_id], "cancelled")
+        self._tasks.clear()
+        self._running.clear()
+        if self._response is not None:
+            response, self._response = self._response, None
+            await response.aclose()
+
+    # ---------------------------------------------------------------- rounds
+
+    async def _open(self) -> UpstreamResponse:
+        return await self.upstream.open_chat(
+            self.turn.upstream_body(), is_strict=self.turn.is_strict
+        )
+
+    async def _rounds(self, *, streaming: bool) -> AsyncIterator[bytes]:
+        turn = self.turn
+        while True:
+            if self._response is None:
+                self._response = await self._open()
+            stream = turn.begin_round()
+            try:
+                async for data in self._response.aiter_bytes():
+                    try:
+                        events = stream.receive_data(data)
+                    except ProtocolError as error:
+                        turn.fail_round(error)
+                        events = stream.receive_eof()
+                    frames = self._act(*turn.handle(events))
+                    if frames and streaming:
+                        yield b"".join(frames)
+                    if stream.is_ended:
+                        break
+                if not stream.is_ended:
+                    frames = self._act(*turn.handle(stream.receive_eof()))
+                    if frames and streaming:
+                        yield b"".join(frames)
+            except StreamProxyError as error:
+                turn.fail_round(error)
+                if not stream.is_ended:
+                    turn.handle(stream.receive_eof())
+            finally:
+                response, self._response = self._response, None
+                if response is not None:
+                    await response.aclose()
+            if not turn.is_round_cut:
+                starts = [StartTool(call) for call in turn.calls_to_run()]
+                frames = self._act([], list(starts))
+                if frames and streaming:
+                    yield b"".join(frames)
+                async for frames in self._await_tools():
+                    if streaming:
+                        yield b"".join(frames)
+            else:
+                await self.aclose()  # a cut round's started tools are not waited for
+            decision = turn.decide()
+            await self._keep(decision)
+            if decision.kind == "fail":
+                assert decision.error is not None
+                raise decision.error
+            if decision.outputs and streaming:
+                yield b"".join(self.frames.encode(list(decision.outputs)))
+            if decision.kind == "finish":
+                if streaming:
+                    yield b"".join(self.frames.final())
+                return
+
+    def _act(self, outputs: list[Output], actions: list[StartTool | Refuse]) -> list[bytes]:
+        """Carry out the turn's actions; the frames for its outputs and the tool starts."""
+        for action in actions:
+            if isinstance(action, StartTool):
+                self._start_tool(action.call)
+                outputs.extend(self.turn.tool_started(action.call))
+            else:
+                self._audit(action.call, "refused", kind=action.kind)
+        return self.frames.encode(outputs) if outputs else []
+
+    def _start_tool(self, call: Call) -> None:
+        tool = self.turn.tools[call.name]
+        self._tasks[call.id] = asyncio.create_task(
+            tool.run(call.parsed or {}, max_result_size=self.max_tool_result_size),
+            name=f"tool {call.name} {call.id}",
+        )
+        self._running[call.id] = call
+        self._audit(call, "started")
+
+    async def _await_tools(self) -> AsyncIterator[list[bytes]]:
+        """Wait for this round's server tools, yielding a progress frame as each ends."""
+        calls = {call.id: call for call in self.turn.pending_server_calls()}
+        pending = {self._tasks[call_id] for call_id in calls if call_id in self._tasks}
+        by_task = {task: call_id for call_id, task in self._tasks.items()}
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            outputs: list[Output] = []
+            for task in done:
+                call = calls[by_task[task]]
+                self._tasks.pop(call.id, None)
+                self._running.pop(call.id, None)
+                outcome = task.result()
+                self._audit(call, outcome.status, outcome.duration)
+                outputs.extend(self.turn.tool_finished(call, outcome))
+            yield self.frames.encode(outputs)
+
+    async def _keep(self, decision: Decision) -> None:
+        for entry in decision.store:
+            await self.store.put(self.turn.client, entry.key, entry.value, self.state_ttl)
+
+    # ---------------------------------------------------------------- approvals
+
+    async def _settle(self, settlement: Settlement) -> None:
+        """Run an approved call once, or put the reason it does not run in its tool message."""
+        message = settlement.message
+        tool = self.turn.tools.get(settlement.name)
+        verdict = settlement.verdict
+        if tool is None or not tool.needs_approval:
+            message["content"] = (
+                f"error: no tool that takes approvals is named {settlement.name!r}; not run"
+            )
+            self._audit_settlement(settlement, "refused", kind="unknown_tool")
+            return
+        if not verdict.is_approved or settlement.ledger_key is None:
+            message["content"] = declined_text(settlement.name, verdict)
+            self._audit_settlement(settlement, verdict.kind)
+            return
+        self._audit_settlement(settlement, "approved")
+        arguments = settlement.arguments
+        max_size = self.max_tool_result_size
+
+        async def run() -> tuple[str, str]:
+            if not settlement.is_answer:
+                return "not_run", f"The user approved this {settlement.name} call; it was not run."
+            try:
+                parsed = orjson.loads(arguments or "{}")
+            except orjson.JSONDecodeError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                return "error", "error: the call was not run: its arguments are not an object"
+            outcome = await tool.run(parsed, max_result_size=max_size)
+            self._audit_settlement(settlement, outcome.status, outcome.duration)
+            return outcome.status, outcome.content
+
+        # shielded: once claimed, the run and its record finish even if the client leaves
+        task = asyncio.ensure_future(
+            run_once(self.store, settlement.ledger_key, self.state_ttl, run)
+        )
+        status, content = await asyncio.shield(task)
+        message["content"] = content
+        if status in ("already_ran", "running"):
+            self._audit_settlement(settlement, status)
+
+    # ---------------------------------------------------------------- audit
+
+    def _audit(self, call: Call, outcome: str, duration: float = 0.0, **details: object) -> None:
+        audit(self.request_id, call.name, call.id, call.arguments, outcome, duration, **details)
+
+    def _audit_settlement(
+        self, settlement: Settlement, outcome: str, duration: float = 0.0, **details: object
+    ) -> None:
+        audit(
+            self.request_id,
+            settlement.name,
+            settlement.upstream_id,
+            settlement.arguments,
+            outcome,
+            duration,
+            **details,
+        )
