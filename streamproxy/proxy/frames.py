@@ -9,6 +9,11 @@ gets chunks with an empty delta and the extension field::
     {"streamproxy": {"tool_progress": {"id", "name", "status", "duration_ms"?}}}
     {"streamproxy": {"approval_request": {"id", "name", "arguments"}}}
 
+and a client that asked for previews (``streamproxy.tool_previews``) gets each fragment of a
+server call's arguments as it streams, to show the call filling in::
+
+    {"streamproxy": {"tool_arguments": {"id", "name", "arguments"}}}
+
 ``status`` is ``started``, ``ok``, ``error``, ``timeout``, ``too_large``, ``awaiting_approval``.
 The stream ends with one chunk holding the one ``finish_reason``, a usage chunk when the client
 asked (``stream_options.include_usage``), and ``data: [DONE]``; after an error, one
@@ -24,6 +29,7 @@ from streamproxy.proxy.turn import (
     ClientCallArguments,
     ClientCallStarted,
     Output,
+    ServerCallArguments,
     TextDelta,
     ToolProgress,
     Turn,
@@ -58,6 +64,9 @@ class ChatFrames:
                     "function": {"name": output.name, "arguments": output.arguments},
                 }
                 frames.append(encode_chunk(self.chunk({"tool_calls": [entry]})))
+            elif isinstance(output, ServerCallArguments):
+                delta = {"id": output.call_id, "name": output.name, "arguments": output.fragment}
+                frames.append(self._extension({"tool_arguments": delta}))
             elif isinstance(output, ToolProgress):
                 frames.extend(self._progress(output))
             elif isinstance(output, ApprovalRequested) and self.turn.request.wants_tool_progress:

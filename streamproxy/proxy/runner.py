@@ -34,7 +34,7 @@ from streamproxy.proxy.tools import ToolOutcome
 from streamproxy.proxy.turn import Call, Decision, Output, Refuse, StartTool, Turn
 from streamproxy.proxy.upstream import Upstream, UpstreamResponse
 
-__all__ = ["TurnRunner"]
+__all__ = ["NO_OBSERVER", "TurnObserver", "TurnRunner"]
 
 logger = logging.getLogger("streamproxy.proxy")
 
@@ -47,6 +47,76 @@ class Store(Protocol):
     async def claim(self, key: str, ttl: float) -> object: ...
 
     async def record(self, key: str, outcome: dict[str, object], ttl: float) -> None: ...
+
+
+class TurnObserver(Protocol):
+    """What the runner reports as it goes (metrics and traces, ``telemetry.py``); every method
+    is called on the event loop and must not block."""
+
+    def round_started(self, round_number: int, body: dict[str, object]) -> None: ...
+
+    def round_first_chunk(self) -> None: ...
+
+    def output_frames(self) -> None: ...
+
+    def round_ended(
+        self,
+        finish_reason: str | None,
+        usage: dict[str, object] | None,
+        error: StreamProxyError | None,
+    ) -> None: ...
+
+    def tool_started(self, name: str, call_id: str) -> None: ...
+
+    def tool_finished(self, name: str, call_id: str, status: str, duration: float) -> None: ...
+
+    def approval_settled(self, name: str, outcome: str) -> None: ...
+
+    def turn_ended(
+        self, finish_reason: str | None, rounds: int, error: StreamProxyError | None
+    ) -> None: ...
+
+
+class _NoObserver:
+    """The observer when telemetry is off: every report is dropped."""
+
+    def round_started(self, round_number: int, body: dict[str, object]) -> None:
+        pass
+
+    def round_first_chunk(self) -> None:
+        pass
+
+    def output_frames(self) -> None:
+        pass
+
+    def round_ended(
+        self,
+        finish_reason: str | None,
+        usage: dict[str, object] | None,
+        error: StreamProxyError | None,
+    ) -> None:
+        pass
+
+    def tool_started(self, name: str, call_id: str) -> None:
+        pass
+
+    def tool_finished(self, name: str, call_id: str, status: str, duration: float) -> None:
+        pass
+
+    def approval_settled(self, name: str, outcome: str) -> None:
+        pass
+
+    def turn_ended(
+        self, finish_reason: str | None, rounds: int, error: StreamProxyError | None
+    ) -> None:
+        pass
+
+
+NO_OBSERVER: TurnObserver = _NoObserver()
+# Audit outcomes of an approval itself (the others are the approved call's run).
+_APPROVAL_OUTCOMES = frozenset(
+    {"approved", "declined", "mismatch", "expired", "forged", "invalid", "already_ran", "running"}
+)
 
 
 class TurnRunner:
@@ -62,8 +132,10 @@ class TurnRunner:
         max_tool_result_size: int,
         state_ttl: float = 3600.0,
         request_id: str = "",
+        observer: TurnObserver = NO_OBSERVER,
     ) -> None:
         self.turn = turn
+        self.observer = observer
         self.frames = ChatFrames(turn)
         self.upstream = upstream
         self.store = store
@@ -128,9 +200,9 @@ class TurnRunner:
     # ---------------------------------------------------------------- rounds
 
     async def _open(self) -> UpstreamResponse:
-        return await self.upstream.open_chat(
-            self.turn.upstream_body(), is_strict=self.turn.is_strict
-        )
+        body = self.turn.upstream_body()
+        self.observer.round_started(self.turn.round_number + 1, body)
+        return await self.upstream.open_chat(body, is_strict=self.turn.is_strict)
 
     async def _rounds(self, *, streaming: bool) -> AsyncIterator[bytes]:
         turn = self.turn
@@ -138,8 +210,12 @@ class TurnRunner:
             if self._response is None:
                 self._response = await self._open()
             stream = turn.begin_round()
+            is_first = True
             try:
                 async for data in self._response.aiter_bytes():
+                    if is_first:
+                        self.observer.round_first_chunk()
+                        is_first = False
                     try:
                         events = stream.receive_data(data)
                     except ProtocolError as error:
@@ -147,6 +223,7 @@ class TurnRunner:
                         events = stream.receive_eof()
                     frames = self._act(*turn.handle(events))
                     if frames and streaming:
+                        self.observer.output_frames()
                         yield b"".join(frames)
                     if stream.is_ended:
                         break
@@ -172,14 +249,17 @@ class TurnRunner:
                         yield b"".join(frames)
             else:
                 await self.aclose()  # a cut round's started tools are not waited for
+            self.observer.round_ended(*turn.round_outcome)
             decision = turn.decide()
             await self._keep(decision)
             if decision.kind == "fail":
                 assert decision.error is not None
+                self.observer.turn_ended(None, turn.round_number, decision.error)
                 raise decision.error
             if decision.outputs and streaming:
                 yield b"".join(self.frames.encode(list(decision.outputs)))
             if decision.kind == "finish":
+                self.observer.turn_ended(turn.finish_reason, turn.round_number, None)
                 if streaming:
                     yield b"".join(self.frames.final())
                 return
@@ -202,6 +282,7 @@ class TurnRunner:
         )
         self._running[call.id] = call
         self._audit(call, "started")
+        self.observer.tool_started(call.name, call.id)
 
     async def _await_tools(self) -> AsyncIterator[list[bytes]]:
         """Wait for this round's server tools, yielding a progress frame as each ends."""
@@ -217,6 +298,7 @@ class TurnRunner:
                 self._running.pop(call.id, None)
                 outcome = task.result()
                 self._audit(call, outcome.status, outcome.duration)
+                self.observer.tool_finished(call.name, call.id, outcome.status, outcome.duration)
                 outputs.extend(self.turn.tool_finished(call, outcome))
             yield self.frames.encode(outputs)
 
@@ -275,6 +357,17 @@ class TurnRunner:
     def _audit_settlement(
         self, settlement: Settlement, outcome: str, duration: float = 0.0, **details: object
     ) -> None:
+        if outcome in (
+            "approved",
+            "declined",
+            "mismatch",
+            "expired",
+            "forged",
+            "invalid",
+        ) or outcome in ("already_ran", "running"):
+            self.observer.approval_settled(settlement.name, outcome)
+        else:
+            self.observer.tool_finished(settlement.name, settlement.upstream_id, outcome, duration)
         audit(
             self.request_id,
             settlement.name,

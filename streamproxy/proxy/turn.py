@@ -99,6 +99,7 @@ __all__ = [
     "Output",
     "Phase",
     "Refuse",
+    "ServerCallArguments",
     "StartTool",
     "StoreEntry",
     "TextDelta",
@@ -168,6 +169,15 @@ class ClientCallArguments:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerCallArguments:
+    """A fragment of a hidden (server) call's arguments, for clients that asked for previews."""
+
+    call_id: str
+    name: str
+    fragment: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolProgress:
     """A server call started, ended or waits for approval (a comment, and the extension)."""
 
@@ -186,7 +196,14 @@ class ApprovalRequested:
     arguments: str
 
 
-Output = TextDelta | ClientCallStarted | ClientCallArguments | ToolProgress | ApprovalRequested
+Output = (
+    TextDelta
+    | ClientCallStarted
+    | ClientCallArguments
+    | ServerCallArguments
+    | ToolProgress
+    | ApprovalRequested
+)
 
 # ------------------------------------------------------------------------------ actions
 
@@ -342,9 +359,12 @@ class Turn:
         return sum_usage(current.usage for current in self._rounds)
 
     @property
-    def round_finish_reason(self) -> str | None:
-        """The current round's ``finish_reason`` as the upstream sent it."""
-        return self._rounds[-1].finish_reason if self._rounds else None
+    def round_outcome(
+        self,
+    ) -> tuple[str | None, dict[str, object] | None, StreamProxyError | None]:
+        """The current round's ``finish_reason``, usage and error, as the upstream ended it."""
+        current = self._rounds[-1]
+        return current.finish_reason, current.usage, current.error
 
     # ---------------------------------------------------------------- events
 
@@ -367,9 +387,13 @@ class Turn:
                     outputs.append(TextDelta(name, text))
             elif isinstance(event, ToolCallArgumentsDelta):
                 call = current.calls.get(event.id)
-                if call is not None and call.owner == "client" and event.fragment:
+                if call is None or not event.fragment:
+                    continue
+                if call.owner == "client":
                     assert call.client_index is not None
                     outputs.append(ClientCallArguments(call.client_index, event.fragment))
+                elif self.request.wants_tool_previews:
+                    outputs.append(ServerCallArguments(call.id, call.name, event.fragment))
             elif isinstance(event, ToolCallStarted):
                 outputs.extend(self._call_started(current, event))
             elif isinstance(event, ToolCallReady):
