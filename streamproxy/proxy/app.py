@@ -7,8 +7,9 @@ Routes (each also without the ``/v1`` prefix):
 - ``GET /healthz``: ``{"status": "ok"}``, no key needed;
 - ``GET /_streamproxy/diagnostics``: only with ``Config(diagnostics=True)`` (``diagnostics.py``).
 
-Every endpoint goes through ``_answering_errors``: an error before the response starts gets its
-status and an OpenAI-shaped body (an upstream error keeps the upstream's status and body), a
+Unknown routes and methods answer an OpenAI-shaped JSON error (404, 405). Every endpoint goes
+through ``_answering_errors``: an error before the response starts gets its status and an
+OpenAI-shaped body (an upstream error keeps the upstream's status and body), a
 client that left before the response started gets 499 and its work is cancelled at once (no
 retry is sent for a client that is gone). After the first byte, errors are one frame
 (``frames.py``).
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 
 import httpx
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -89,7 +91,27 @@ def create_app(
     if config.diagnostics:
         routes.append(Route(DIAGNOSTICS_PATH, proxy.diagnostics, methods=["GET"]))
         middleware.append(Middleware(RequestCounter, requests=proxy.requests))
-    return Starlette(routes=routes, middleware=middleware, lifespan=proxy.lifespan)
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=proxy.lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """Unknown routes and methods get an OpenAI-shaped JSON error with their status."""
+    assert isinstance(error, HTTPException)
+    if error.status_code == 404:
+        message = f"no route {request.url.path}"
+        code = "not_found"
+    elif error.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+        code = "method_not_allowed"
+    else:
+        message, code = str(error.detail), "http_error"
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
 
 def _configured_tools(config: Config) -> ToolSet:

@@ -51,7 +51,7 @@ from streamproxy.cassette.format import (
 )
 from tests.e2e.test_proxy_e2e import Process
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.load]
 
 STREAMS = 500
 MIXED_TURNS = 24

@@ -740,3 +740,23 @@ async def test_client_disconnect_closes_the_upstream_and_cancels_tools() -> None
     bodies = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")  # type: ignore[misc]
     assert b"Working" in bodies
     assert b"[DONE]" not in bodies
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/v1/nothing", 404, "not_found"),
+        ("POST", "/v1/embeddings", 404, "not_found"),
+        ("GET", "/v1/chat/completions", 405, "method_not_allowed"),
+        ("DELETE", "/healthz", 405, "method_not_allowed"),
+    ],
+)
+async def test_unknown_routes_and_methods_get_an_openai_shaped_error(
+    method: str, path: str, status: int, code: str
+) -> None:
+    async with proxy_client(ScriptedUpstream([]), tools=TOOLS) as client:
+        response = await client.request(method, path)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == code and path in error["message"]
