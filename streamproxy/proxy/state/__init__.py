@@ -47,7 +47,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import orjson
 
-from streamproxy.errors import StateLimitError
+from streamproxy.errors import StateLimitError, StateUnavailableError
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -215,8 +215,19 @@ def encode_value(value: object) -> bytes:
     return orjson.dumps(value)
 
 
-def decode_value(data: bytes | str) -> object:
-    return orjson.loads(data)
+def decode_value(data: bytes | str, store: str) -> object:
+    """A stored JSON value; ``StateUnavailableError`` when the store returned something else."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise StateUnavailableError(store, "a stored value is not JSON") from None
+
+
+def decode_outcome(data: bytes | str, store: str) -> Outcome:
+    outcome = decode_value(data, store)
+    if not isinstance(outcome, dict):
+        raise StateUnavailableError(store, "a recorded outcome is not a JSON object")
+    return outcome
 
 
 def check_ttl(ttl: float) -> None:

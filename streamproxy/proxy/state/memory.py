@@ -26,12 +26,15 @@ from streamproxy.proxy.state import (
     StateLimits,
     check_stash_size,
     check_ttl,
+    decode_outcome,
     decode_value,
     encode_value,
     ledger_full_error,
 )
 
 __all__ = ["MemoryStateStore"]
+
+NAME = "memory://"
 
 
 @dataclass(slots=True)
@@ -120,7 +123,7 @@ class MemoryStateStore:
         entry = share.entries.get(key) if share is not None else None
         if entry is None or entry.expires <= now:
             return None
-        return decode_value(entry.value)
+        return decode_value(entry.value, NAME)
 
     async def claim(self, client: str, key: str, ttl: float) -> ClaimResult:
         now = self._begin()
@@ -130,9 +133,7 @@ class MemoryStateStore:
         if entry is not None and entry.expires > now:
             if entry.outcome is None:
                 return ClaimResult(status="running")
-            outcome = decode_value(entry.outcome)
-            assert isinstance(outcome, dict)
-            return ClaimResult(status="recorded", outcome=outcome)
+            return ClaimResult(status="recorded", outcome=decode_outcome(entry.outcome, NAME))
         entries.pop(key, None)
         if len(entries) >= self.limits.max_ledger_entries:
             for name in [name for name, held in entries.items() if held.expires <= now]:
@@ -166,7 +167,7 @@ class MemoryStateStore:
     def _begin(self) -> float:
         """The current time, after refusing a closed store and sweeping when one is due."""
         if self._is_closed:
-            raise StateUnavailableError("memory://", "the store is closed")
+            raise StateUnavailableError(NAME, "the store is closed")
         now = self._clock()
         self._operations += 1
         if self._operations % SWEEP_INTERVAL == 0:

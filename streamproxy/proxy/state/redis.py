@@ -45,6 +45,7 @@ from streamproxy.proxy.state import (
     StateLimits,
     check_stash_size,
     check_ttl,
+    decode_outcome,
     decode_value,
     encode_value,
     ledger_full_error,
@@ -67,6 +68,9 @@ STASH_PUT = """
 local values, expiry, size_key = KEYS[1], KEYS[2], KEYS[3]
 local key, value = ARGV[1], ARGV[2]
 local now, max_entries, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+-- the three keys expire together; caught between two of their expiries, start the share anew
+local present = redis.call('EXISTS', values, expiry, size_key)
+if present > 0 and present < 3 then redis.call('DEL', values, expiry, size_key) end
 local total = tonumber(redis.call('GET', size_key) or '0')
 local function drop(member)
   local size = redis.call('HSTRLEN', values, member)
@@ -182,7 +186,7 @@ class RedisStateStore:
         now = _milliseconds(self._clock())
         keys = self._stash_keys(client)[:2]
         value = await self._run(self._stash_get(keys=keys, args=[key, now]))
-        return None if value is None else decode_value(value)
+        return None if value is None else decode_value(value, self._name)
 
     async def claim(self, client: str, key: str, ttl: float) -> ClaimResult:
         check_ttl(ttl)
@@ -199,12 +203,12 @@ class RedisStateStore:
             return ClaimResult(status="claimed")
         if reply[0] == 2:
             raise ledger_full_error(self.limits)
-        record = decode_value(reply[1])
-        assert isinstance(record, dict)
+        record = decode_outcome(reply[1], self._name)
         if record.get("status") == "running":
             return ClaimResult(status="running")
         outcome = record.get("outcome")
-        assert isinstance(outcome, dict)
+        if not isinstance(outcome, dict):
+            raise StateUnavailableError(self._name, "a ledger record has no outcome")
         return ClaimResult(status="recorded", outcome=outcome)
 
     async def record(self, client: str, key: str, outcome: Outcome, ttl: float) -> None:

@@ -39,6 +39,7 @@ from streamproxy.proxy.state import (
     StateLimits,
     check_stash_size,
     check_ttl,
+    decode_outcome,
     decode_value,
     encode_value,
     ledger_full_error,
@@ -110,7 +111,7 @@ class SqliteStateStore:
 
     async def get(self, client: str, key: str) -> object | None:
         value = await self._run(self._get, client, key)
-        return None if value is None else decode_value(value)
+        return None if value is None else decode_value(value, self._name)
 
     async def claim(self, client: str, key: str, ttl: float) -> ClaimResult:
         check_ttl(ttl)
@@ -232,8 +233,7 @@ class SqliteStateStore:
             if row is not None:
                 if row[0] is None:
                     return ClaimResult(status="running")
-                outcome = decode_value(bytes(row[0]))
-                assert isinstance(outcome, dict)
+                outcome = decode_outcome(bytes(row[0]), self._name)
                 return ClaimResult(status="recorded", outcome=outcome)
             (held,) = connection.execute(
                 "SELECT count(*) FROM ledger WHERE client = ? AND expires > ?", (client, now)
