@@ -4,8 +4,13 @@ The stdlib ``sqlite3`` runs on one thread per store object (so the event loop ne
 disk or locks), in WAL mode: readers never wait for the writer, and writers across processes
 take turns, each waiting at most ``timeout`` for the lock. Every write is one ``BEGIN
 IMMEDIATE`` transaction, which takes the database's write lock before it reads, so a claim's
-"is it taken? then take it" cannot interleave with another process's. ``synchronous=FULL``:
-a committed claim survives a power cut, not only a crash of the proxy.
+"is it taken? then take it" cannot interleave with another process's.
+
+Durability: a claim commits with ``synchronous=FULL``, so once ``claim`` says "claimed" that
+survives a power cut, not only a crash of the proxy (about 1.5 ms for the fsync). Everything
+else commits with ``NORMAL`` (no fsync; durable across a crash of the proxy): a stash entry lost
+to a power cut only makes the next conversation less complete, and a lost ``record`` leaves its
+claim "running", which still runs nothing twice.
 
 The file holds the secret, so it is created readable by its owner only (0600; SQLite gives its
 ``-wal`` and ``-shm`` files the same mode), in a directory created 0700.
@@ -168,7 +173,7 @@ class SqliteStateStore:
             raise StateUnavailableError(self._name, f"cannot open: {error}") from error
         try:
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute("PRAGMA synchronous=NORMAL")
             with _transaction(connection):
                 (version,) = connection.execute("PRAGMA user_version").fetchone()
                 if version not in (0, SCHEMA_VERSION):
@@ -225,7 +230,7 @@ class SqliteStateStore:
 
     def _claim(self, client: str, key: str, ttl: float) -> ClaimResult:
         now = self._clock()
-        with _transaction(self._connection) as connection:
+        with _transaction(self._connection, is_durable=True) as connection:
             row = connection.execute(
                 "SELECT outcome FROM ledger WHERE client = ? AND key = ? AND expires > ?",
                 (client, key, now),
@@ -278,12 +283,21 @@ class SqliteStateStore:
 
 
 @contextmanager
-def _transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception."""
-    connection.execute("BEGIN IMMEDIATE")
+def _transaction(
+    connection: sqlite3.Connection, *, is_durable: bool = False
+) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (synced to disk when ``is_durable``), or ``ROLLBACK``
+    on any exception."""
+    if is_durable:
+        connection.execute("PRAGMA synchronous=FULL")
     try:
-        yield connection
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+    finally:
+        if is_durable:
+            connection.execute("PRAGMA synchronous=NORMAL")
