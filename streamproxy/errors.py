@@ -14,6 +14,8 @@ tool definitions each raise one of these. The HTTP status a proxy answers with a
       AuthenticationError       no client key, or a wrong one                         401
       ToolRoundsExceededError   the model kept calling server tools past max_rounds   502
       InternalError             a bug in the proxy (details only in the log)          500
+      StateUnavailableError     the state store (--state) cannot be reached in time   503
+      StateLimitError           a client's share of the state store is full           429
       CassetteError             a cassette is malformed or nothing in it matches      500
       ToolDefinitionError       a function cannot be a tool, or a tools spec is wrong  (start-up)
 
@@ -33,6 +35,8 @@ __all__ = [
     "ProtocolError",
     "RequestError",
     "RequestTooLargeError",
+    "StateLimitError",
+    "StateUnavailableError",
     "StreamProxyError",
     "ToolDefinitionError",
     "ToolRoundsExceededError",
@@ -129,6 +133,34 @@ class InternalError(StreamProxyError):
 
     status_hint = 500
     code = "internal_error"
+
+
+class StateUnavailableError(StreamProxyError):
+    """The state store (stash, approval ledger, secret) did not answer in time, or failed.
+
+    The message is the same for every cause, since it reaches clients; ``store`` (the store's
+    URL without its password) and ``reason`` are for the log.
+    """
+
+    status_hint = 503
+    code = "state_unavailable"
+
+    def __init__(self, store: str, reason: str) -> None:
+        super().__init__("the proxy's state store is unavailable; try again later")
+        self.store = store
+        self.reason = reason
+
+
+class StateLimitError(StreamProxyError):
+    """A client's share of the state store is full, or one value is larger than that share."""
+
+    status_hint = 429
+    code = "state_limit_exceeded"
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what} is over the limit of {limit}; try again later")
+        self.what = what
+        self.limit = limit
 
 
 class CassetteError(StreamProxyError):
