@@ -21,6 +21,7 @@ call for an SDK client (``streamproxy.proxy.approval``)."""
 
 DEEPSEEK_BASE_URL = "https://api.deepseek.com"
 DEFAULT_API_KEY_ENV = "DEEPSEEK_API_KEY"
+DEFAULT_STATE_URL = "sqlite://"
 
 # A chat request carries the whole conversation; DeepSeek's 1M-token context is about 4 MB of
 # text, so 16 MiB leaves room for JSON escaping and images sent as data URLs.
@@ -34,18 +35,6 @@ DEFAULT_MAX_ARGUMENTS_SIZE = 1024 * 1024
 DEFAULT_MAX_TOOL_RESULT_SIZE = 256 * 1024
 # Upstream requests per client request (the first one included).
 DEFAULT_MAX_ROUNDS = 8
-
-
-def default_state_url() -> str:
-    """The embedded state store: ``sqlite:///$XDG_STATE_HOME/streamproxy/state.db``.
-
-    ``XDG_STATE_HOME`` defaults to ``~/.local/state``. Shared by every worker on the host and
-    kept across restarts (``streamproxy.proxy.state``).
-    """
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return "sqlite:///" + os.path.join(base, "streamproxy", "state.db")
 
 
 # Load balancers close connections idle for 60 s (ALB, nginx); 15 s is the interval Anthropic's
@@ -82,9 +71,11 @@ class Config:
     approval_ttl: float = 3600.0
     """How long an approval request (and what the next request needs from this one) is kept."""
     approvals: ApprovalMode = "chat"
-    state_url: str = field(default_factory=default_state_url)
+    state_url: str = DEFAULT_STATE_URL
     """Where the stash, the approval ledger and the approval secret live: ``sqlite:///PATH``,
-    ``redis://HOST:PORT/DB`` or ``memory://`` (one process)."""
+    ``redis://HOST:PORT/DB`` or ``memory://`` (one process). The default, ``sqlite://``, is
+    ``$XDG_STATE_HOME/streamproxy/state.db`` (``~/.local/state/...``): shared by the workers of
+    one host and kept across restarts (``streamproxy.proxy.state``)."""
     is_offline_demo: bool = False
     log_level: LogLevel = "info"
     diagnostics: bool = False

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import redis_server  # noqa: F401  (a session fixture for any test)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def fresh_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

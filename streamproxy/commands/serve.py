@@ -29,7 +29,6 @@ from streamproxy.config import (
     Config,
     LogLevel,
     StrictMode,
-    default_state_url,
     read_client_keys,
 )
 
@@ -90,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add(
         "--state",
         metavar="URL",
-        default=None,
+        default=DEFAULTS.state_url,
         help="the state store: sqlite:///PATH, redis://HOST:PORT/DB or memory:// "
         f"(default {DEFAULTS.state_url})",
     )
@@ -185,7 +184,7 @@ def config_from_arguments(args: argparse.Namespace) -> Config:
         diagnostics=args.diagnostics,
         strict_tools=args.strict_tools,
         approvals=args.approvals,
-        state_url=args.state or default_state_url(),
+        state_url=args.state,
         is_offline_demo=is_demo,
         log_level=args.log_level,
     )

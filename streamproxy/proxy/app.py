@@ -42,13 +42,13 @@ from streamproxy.errors import (
     StreamProxyError,
     UpstreamError,
 )
-from streamproxy.proxy._state_shim import MemoryStore
 from streamproxy.proxy.approval import ApprovalSigner, client_identity
 from streamproxy.proxy.conversation import rebuild
 from streamproxy.proxy.diagnostics import DIAGNOSTICS_PATH, RequestCounter, Requests, snapshot
 from streamproxy.proxy.request import parse_request
 from streamproxy.proxy.response import EventStreamResponse
 from streamproxy.proxy.runner import TurnRunner
+from streamproxy.proxy.state import open_state_store
 from streamproxy.proxy.tools import ToolSet, load_tools
 from streamproxy.proxy.turn import Turn
 from streamproxy.proxy.upstream import RetryPolicy, Upstream
@@ -162,7 +162,7 @@ class _Proxy:
         self.use_strict = config.strict_tools == "on" or (
             config.strict_tools == "auto" and self.upstream.is_deepseek
         )
-        self.store = MemoryStore()
+        self.store = open_state_store(config.state_url)
         self.limits = Limits(max_arguments_size=config.max_arguments_size)
         self.requests = Requests()
         self._signer: ApprovalSigner | None = None

@@ -60,6 +60,7 @@ from typing import Literal, Protocol
 import orjson
 
 from streamproxy.config import ApprovalMode
+from streamproxy.proxy.state import ClaimResult
 
 __all__ = [
     "APPROVING_ANSWERS",
@@ -103,6 +104,8 @@ APPROVING_ANSWERS = frozenset(
     }
 )
 _NONCE_BYTES = 9
+# A ledger entry lives this long past its signature's expiry (clock skew between hosts).
+LEDGER_MARGIN = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,11 +312,13 @@ def declined_text(name: str, verdict: Verdict) -> str:
 
 
 class Ledger(Protocol):
-    """The part of the state store ``run_once`` uses (``state.py``)."""
+    """The part of the state store ``run_once`` uses (``state/``)."""
 
-    async def claim(self, key: str, ttl: float) -> object: ...
+    async def claim(self, client: str, key: str, ttl: float) -> ClaimResult: ...
 
-    async def record(self, key: str, outcome: dict[str, object], ttl: float) -> None: ...
+    async def record(
+        self, client: str, key: str, outcome: dict[str, object], ttl: float
+    ) -> None: ...
 
 
 RunOutcome = tuple[str, str]
@@ -321,20 +326,28 @@ RunOutcome = tuple[str, str]
 
 
 async def run_once(
-    ledger: Ledger, key: str, ttl: float, run: Callable[[], Awaitable[RunOutcome]]
+    ledger: Ledger,
+    client: str,
+    signed: SignedCall,
+    run: Callable[[], Awaitable[RunOutcome]],
+    *,
+    clock: Callable[[], float] = time.time,
 ) -> RunOutcome:
     """Run an approved call unless its approval already ran (or is running) somewhere.
 
-    Claims ``key`` atomically, runs, records the outcome; a repeat gets the recorded content with
-    status ``already_ran`` (or ``running``).
+    Claims the signed call atomically, runs, records the outcome; a repeat gets the recorded
+    content with status ``already_ran`` (or ``running`` while the first run goes on). The ledger
+    entry outlives the signature, so once it expires no approval for it verifies any more.
     """
-    claim = await ledger.claim(key, ttl)
-    status = getattr(claim, "status", None)
-    if status == "claimed":
+    ttl = max(signed.expires - clock(), 0.0) + LEDGER_MARGIN
+    claim = await ledger.claim(client, signed.ledger_key, ttl)
+    if claim.status == "claimed":
         outcome = await run()
-        await ledger.record(key, {"status": outcome[0], "content": outcome[1]}, ttl)
+        await ledger.record(
+            client, signed.ledger_key, {"status": outcome[0], "content": outcome[1]}, ttl
+        )
         return outcome
-    recorded = getattr(claim, "outcome", None)
+    recorded = claim.outcome
     if isinstance(recorded, Mapping) and isinstance(recorded.get("content"), str):
         return "already_ran", str(recorded["content"])
     return "running", "error: this approved call is already running; it was not run again"

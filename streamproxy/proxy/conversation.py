@@ -34,6 +34,7 @@ from typing import Protocol
 from streamproxy.proxy.approval import (
     ApprovalSigner,
     PendingCall,
+    SignedCall,
     Verdict,
     approval_record_key,
     chat_verdict,
@@ -69,7 +70,8 @@ class Settlement:
     upstream_id: str
     arguments: str
     verdict: Verdict
-    ledger_key: str | None
+    signed: SignedCall | None
+    """The signed call: its ledger entry makes the approval run once."""
     message: Message
     """The ``tool`` message (already in the conversation) whose content receives the result."""
     is_answer: bool
@@ -118,7 +120,7 @@ async def rebuild(
                         upstream_id=signed.upstream_id,
                         arguments=arguments,
                         verdict=verdict,
-                        ledger_key=signed.ledger_key,
+                        signed=signed,
                         message=message,
                         is_answer=position >= answer_start,
                     )
@@ -165,7 +167,7 @@ async def _with_chat_answer(
                 upstream_id=call.upstream_id,
                 arguments=call.arguments,
                 verdict=verdict if checked.is_approved else checked,
-                ledger_key=signed.ledger_key if signed is not None else None,
+                signed=signed,
                 message=message,
                 is_answer=True,
             )

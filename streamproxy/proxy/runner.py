@@ -30,6 +30,7 @@ from streamproxy.proxy.approval import declined_text, run_once
 from streamproxy.proxy.audit import audit
 from streamproxy.proxy.conversation import Settlement
 from streamproxy.proxy.frames import ChatFrames
+from streamproxy.proxy.state import StateStore
 from streamproxy.proxy.tools import ToolOutcome
 from streamproxy.proxy.turn import Call, Decision, Output, Refuse, StartTool, Turn
 from streamproxy.proxy.upstream import Upstream, UpstreamResponse
@@ -37,16 +38,6 @@ from streamproxy.proxy.upstream import Upstream, UpstreamResponse
 __all__ = ["NO_OBSERVER", "TurnObserver", "TurnRunner"]
 
 logger = logging.getLogger("streamproxy.proxy")
-
-
-class Store(Protocol):
-    """The part of the state store the runner writes (``state.py``)."""
-
-    async def put(self, client: str, key: str, value: object, ttl: float) -> None: ...
-
-    async def claim(self, key: str, ttl: float) -> object: ...
-
-    async def record(self, key: str, outcome: dict[str, object], ttl: float) -> None: ...
 
 
 class TurnObserver(Protocol):
@@ -127,7 +118,7 @@ class TurnRunner:
         turn: Turn,
         upstream: Upstream,
         *,
-        store: Store,
+        store: StateStore,
         settlements: list[Settlement] | None = None,
         max_tool_result_size: int,
         state_ttl: float = 3600.0,
@@ -319,7 +310,7 @@ class TurnRunner:
             )
             self._audit_settlement(settlement, "refused", kind="unknown_tool")
             return
-        if not verdict.is_approved or settlement.ledger_key is None:
+        if not verdict.is_approved or settlement.signed is None:
             message["content"] = declined_text(settlement.name, verdict)
             self._audit_settlement(settlement, verdict.kind)
             return
@@ -341,9 +332,7 @@ class TurnRunner:
             return outcome.status, outcome.content
 
         # shielded: once claimed, the run and its record finish even if the client leaves
-        task = asyncio.ensure_future(
-            run_once(self.store, settlement.ledger_key, self.state_ttl, run)
-        )
+        task = asyncio.ensure_future(run_once(self.store, self.turn.client, settlement.signed, run))
         status, content = await asyncio.shield(task)
         message["content"] = content
         if status in ("already_ran", "running"):

@@ -9,11 +9,10 @@ server call; tool progress ``started`` then ``ok`` once), every tool result the 
 upstream is checked against the tool's function of the arguments, and the tool's own log shows
 it ran exactly once per tool loop.
 
-With ``--workers 4`` the state kept between requests is per worker (docs/proxy.md, "Workers"):
-write approvals are signed with a secret all workers share, so an approval verifies on whichever
-worker receives it; the stash of a mixed turn (server and write calls in one turn) lives in the
-worker that handed the calls out, so a follow-up on another worker sends the client's own
-messages instead, which is still a valid conversation. The last test checks exactly that.
+With ``--workers 4`` every worker shares the state store (the default SQLite file): the
+approval secret, the stash and the approval ledger. An approval verifies and runs once on
+whichever worker receives it, and the follow-up of a mixed turn (a server call and an approval
+in one turn) is the full conversation wherever it lands. The last test checks exactly that.
 """
 
 from __future__ import annotations
@@ -321,7 +320,7 @@ def test_500_concurrent_streams_through_one_proxy_process(setup: Setup) -> None:
 
 @pytest.fixture(scope="module")
 def workers(setup: Setup) -> Iterator[Process]:
-    proxy = setup.start_proxy("workers.log", "--workers", "4")
+    proxy = setup.start_proxy("workers.log", "--workers", "4", "--approvals", "client")
     try:
         yield proxy
     finally:
@@ -394,8 +393,7 @@ def test_write_approvals_and_mixed_turns_across_four_workers(
 
     - an approval verifies and the write runs once, on whichever worker receives it;
     - the follow-up of a mixed turn sent upstream is the full conversation (the lookup call, its
-      result and the reasoning) when the same worker answers, and the client's own messages
-      (the write call and its result) when another does; both are valid conversations.
+      result and the reasoning), whichever worker answers: the stash is shared.
     """
     assert setup.replay is not None
     crossed = same = 0
@@ -419,11 +417,10 @@ def test_write_approvals_and_mixed_turns_across_four_workers(
             names = [call["function"]["name"] for call in follow_up["messages"][1]["tool_calls"]]
             if handed_out == approved:
                 same += 1
-                assert names == ["lookup", "save_note"]  # restored from the stash
-                assert follow_up["messages"][1]["reasoning_content"]
             else:
                 crossed += 1
-                assert names == ["save_note"]  # the client's own messages
+            assert names == ["lookup", "save_note"]  # restored from the shared stash
+            assert follow_up["messages"][1]["reasoning_content"]
             # upstream sees its own ids, never the signed one
             assert follow_up["messages"][-1]["tool_call_id"] == f"call_w{key[1:]}"
         if crossed and same:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
-from streamproxy.config import Config
+from streamproxy.config import DEFAULT_STATE_URL, Config
 from streamproxy.proxy import create_app
 from streamproxy.proxy.tools import ToolSet
 
@@ -155,8 +156,14 @@ def proxy_client(
     tools: ToolSet | None = None,
     config: Config | None = None,
 ) -> httpx.AsyncClient:
+    config = config or Config(
+        upstream_url="http://upstream.test/v1", api_key="sk-upstream-secret-key"
+    )
+    if config.state_url == DEFAULT_STATE_URL:
+        # one store per app: tests share nothing through the default sqlite file
+        config = dataclasses.replace(config, state_url="memory://")
     app = create_app(
-        config or Config(upstream_url="http://upstream.test/v1", api_key="sk-upstream-secret-key"),
+        config,
         tools=tools or ToolSet(),
         transport=upstream.transport(),
     )

@@ -14,7 +14,7 @@ import redis.asyncio
 
 from streamproxy.errors import StateUnavailableError
 from streamproxy.proxy.state import StateStore, open_state_store
-from tests.state.conftest import free_port
+from tests.services import free_port
 
 pytestmark = pytest.mark.anyio
 

@@ -38,7 +38,8 @@ def test_processes_racing_claims_on_one_file_win_each_key_once(tmp_path: Path) -
     try:
         for racer in racers:
             assert racer.stdout is not None
-            assert racer.stdout.readline().strip() == "ready", racer.stderr
+            line = racer.stdout.readline().strip()
+            assert line == "ready", racer.stderr.read() if racer.stderr else ""
         go_file.touch()
         reports = []
         for racer in racers:
