@@ -91,7 +91,8 @@ def responses_usage(usage: Mapping[str, object] | None) -> dict[str, object] | N
     )
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": _count(cached)},
+        # openai-python 3.57 requires cache_write_tokens; chat usage has no such count
+        "input_tokens_details": {"cached_tokens": _count(cached), "cache_write_tokens": 0},
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": _count(reasoning)},
         "total_tokens": _count(total) if total is not None else input_tokens + output_tokens,
