@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import httpx2
+import importlib
+
 import openai
 import orjson
 import pytest
@@ -46,16 +47,20 @@ TWO_CALLS = [
 ]
 
 
+# openai-python 3.x takes an httpx2 client, 2.x (the version the project pins) an httpx one
+http = importlib.import_module("httpx2" if openai.__version__ >= "3" else "httpx")
+
+
 def client_for(raw: bytes, seen: list[dict[str, object]] | None = None) -> openai.OpenAI:
-    def handler(request: httpx2.Request) -> httpx2.Response:
+    def handler(request: object) -> object:
         if seen is not None:
-            seen.append(orjson.loads(request.content))
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=raw)
+            seen.append(orjson.loads(request.content))  # type: ignore[attr-defined]
+        return http.Response(200, headers={"content-type": "text/event-stream"}, content=raw)
 
     return openai.OpenAI(
         api_key="sk-test",
         base_url="http://proxy.test/v1",
-        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+        http_client=http.Client(transport=http.MockTransport(handler)),
         max_retries=0,
     )
 
