@@ -226,3 +226,60 @@ def test_tool_progress_passes_as_an_extension_event_the_sdk_tolerates() -> None:
     assert data["tool_progress"] == {"id": "c1", "name": "search", "status": "started"}
     with client_for(raw).responses.stream(model=MODEL, input="hi") as stream:
         assert stream.get_final_response().output_text == "Hello."
+
+
+def test_a_refusal_is_a_refusal_part() -> None:
+    raw = encode(
+        [chunk({"refusal": "I can't "}), chunk({"refusal": "help."}), chunk({}, finish="stop")]
+    )
+    final = accumulate(raw)._completed_response
+    assert final is not None
+    (message,) = final.output
+    assert message.type == "message"
+    assert [(part.type, getattr(part, "refusal", None)) for part in message.content] == [
+        ("refusal", "I can't help.")
+    ]
+    assert "response.refusal.done" in types(raw)
+
+
+def test_tool_rounds_keep_the_order_of_the_turn() -> None:
+    """Round 1 thinks and runs a server tool (progress only), round 2 thinks again and answers."""
+    progress = {
+        **chunk({}),
+        "streamproxy": {"tool_progress": {"id": "s1", "name": "search", "status": "ok"}},
+    }
+    raw = encode(
+        [
+            chunk({"role": "assistant", "reasoning_content": "Search first."}),
+            progress,
+            chunk({"reasoning_content": "\n\nFound it."}),
+            chunk({"content": "It is 18 C."}),
+            chunk({"content": "\n\nAnything else?"}),
+            chunk({}, finish="stop"),
+            usage_chunk(50, 20),
+        ]
+    )
+    final = accumulate(raw)._completed_response
+    assert final is not None
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert final.output[0].summary[0].text == "Search first.\n\nFound it."  # type: ignore[union-attr]
+    assert final.output_text == "It is 18 C.\n\nAnything else?"
+
+
+def test_an_error_frame_dict_fails_the_response() -> None:
+    from streamproxy.responses import ResponsesEncoder
+    from tests.responses.helpers import request
+
+    encoder = ResponsesEncoder(request())
+    frames = encoder.feed(
+        {"error": {"message": "boom", "type": "upstream_error", "code": "upstream_error"}}
+    )
+    assert types(b"".join(frames)) == [
+        "response.created",
+        "response.in_progress",
+        "error",
+        "response.failed",
+    ]
+    assert encoder.finish() == [] and encoder.error(ToolRoundsExceededError("late")) == []
+    with pytest.raises(RuntimeError):
+        encoder.feed(chunk({"content": "late"}))
