@@ -124,7 +124,12 @@ class _Part:
 class _Output:
     id: str
     output_index: int
-    is_open: bool = True
+    status: ItemStatus = "in_progress"
+    """``in_progress`` while open; ``completed`` or ``incomplete`` once its done event is sent."""
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "in_progress"
 
     def as_dict(self, status: ItemStatus) -> Item:
         raise NotImplementedError
@@ -201,7 +206,7 @@ class ResponsesEncoder:
     @property
     def is_ended(self) -> bool:
         """Whether a terminal event (completed, incomplete or failed) was produced."""
-        return self.status not in ("in_progress",)
+        return self.status != "in_progress"
 
     # ---------------------------------------------------------------- input
 
@@ -274,11 +279,10 @@ class ResponsesEncoder:
     def response(self) -> dict[str, object]:
         """The ``response`` object as it stands (final after ``finish`` or ``error``)."""
         echo = self.request.echo
-        status: ItemStatus = "completed" if self.status == "completed" else "incomplete"
+        # items still open when a response fails were cut short
+        open_status: ItemStatus = "incomplete" if self.status == "failed" else "in_progress"
         output = [
-            output.as_dict("in_progress" if self.status == "in_progress" else status)
-            if output.is_open
-            else output.as_dict(status if status == "incomplete" else "completed")
+            output.as_dict(open_status if output.is_open else output.status)
             for output in self._outputs
         ]
         reason = INCOMPLETE_REASONS.get(self.finish_reason or "")
@@ -419,7 +423,7 @@ class ResponsesEncoder:
             self._outputs.append(call)
             frames.append(self._added(call))
         fragment = function.get("arguments")
-        if isinstance(fragment, str) and fragment and call.is_open:
+        if isinstance(fragment, str) and fragment:
             call.arguments.append(fragment)
             frames.append(
                 self._event(
@@ -479,15 +483,12 @@ class ResponsesEncoder:
                     arguments="".join(output.arguments),
                 )
             )
-        output.is_open = False
-        status: ItemStatus = (
-            "incomplete" if self.finish_reason in INCOMPLETE_REASONS else "completed"
-        )
+        output.status = "incomplete" if self.finish_reason in INCOMPLETE_REASONS else "completed"
         frames.append(
             self._event(
                 "response.output_item.done",
                 output_index=output.output_index,
-                item=output.as_dict(status),
+                item=output.as_dict(output.status),
             )
         )
         return frames

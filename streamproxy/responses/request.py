@@ -557,7 +557,7 @@ def _echo(body: Mapping[str, object], metadata: Mapping[str, object]) -> dict[st
         "temperature": body.get("temperature"),
         "text": body.get("text") or {"format": {"type": "text"}},
         "tool_choice": body.get("tool_choice", "auto"),
-        "tools": list(body.get("tools") or []),  # type: ignore[call-overload]
+        "tools": list(tools) if isinstance(tools := body.get("tools"), list) else [],
         "top_p": body.get("top_p"),
         "truncation": body.get("truncation", "disabled"),
         "user": body.get("user"),

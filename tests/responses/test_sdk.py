@@ -283,3 +283,19 @@ def test_an_error_frame_dict_fails_the_response() -> None:
     assert encoder.finish() == [] and encoder.error(ToolRoundsExceededError("late")) == []
     with pytest.raises(RuntimeError):
         encoder.feed(chunk({"content": "late"}))
+
+
+def test_a_length_cut_marks_only_the_cut_item_incomplete() -> None:
+    raw = encode(
+        [
+            chunk({"reasoning_content": "Plan."}),
+            chunk({"content": "Once"}),
+            chunk({}, finish="length"),
+        ]
+    )
+    final = typed_events(raw)[-1]
+    assert final.type == "response.incomplete"
+    assert [(item.type, item.status) for item in final.response.output] == [
+        ("reasoning", "completed"),
+        ("message", "incomplete"),
+    ]
