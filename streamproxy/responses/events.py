@@ -41,139 +41,29 @@ terminal event.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
 
 import orjson
 
 from streamproxy.errors import StreamProxyError
+from streamproxy.responses.items import (
+    FunctionCallItem,
+    Item,
+    ItemStatus,
+    MessageItem,
+    OutputItem,
+    PartKind,
+    ReasoningItem,
+    TextPart,
+    new_id,
+    responses_usage,
+)
 from streamproxy.responses.request import ResponsesRequest
 
-__all__ = [
-    "ResponsesEncoder",
-    "new_id",
-    "response_from_completion",
-    "responses_usage",
-    "stored_items",
-]
-
-Item = dict[str, object]
-ItemStatus = Literal["in_progress", "completed", "incomplete"]
-PartKind = Literal["output_text", "refusal"]
+__all__ = ["ResponsesEncoder", "response_from_completion", "stored_items"]
 
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
 """Chat finish reasons that end a response as ``incomplete``, with the Responses reason."""
-
-
-def new_id(prefix: str) -> str:
-    """A fresh id in OpenAI's style (``resp``, ``msg``, ``rs``, ``fc`` + ``_`` + 32 hex digits)."""
-    return f"{prefix}_{uuid.uuid4().hex}"
-
-
-def responses_usage(usage: Mapping[str, object] | None) -> dict[str, object] | None:
-    """Chat usage (OpenAI or DeepSeek fields) -> Responses usage; None stays None."""
-    if usage is None:
-        return None
-    input_tokens = _count(usage.get("prompt_tokens"))
-    output_tokens = _count(usage.get("completion_tokens"))
-    total = usage.get("total_tokens")
-    prompt_details = usage.get("prompt_tokens_details")
-    cached = prompt_details.get("cached_tokens") if isinstance(prompt_details, Mapping) else None
-    if cached is None:
-        cached = usage.get("prompt_cache_hit_tokens")  # DeepSeek
-    completion_details = usage.get("completion_tokens_details")
-    reasoning = (
-        completion_details.get("reasoning_tokens")
-        if isinstance(completion_details, Mapping)
-        else None
-    )
-    return {
-        "input_tokens": input_tokens,
-        # openai-python 3.57 requires cache_write_tokens; chat usage has no such count
-        "input_tokens_details": {"cached_tokens": _count(cached), "cache_write_tokens": 0},
-        "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": _count(reasoning)},
-        "total_tokens": _count(total) if total is not None else input_tokens + output_tokens,
-    }
-
-
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-# ---------------------------------------------------------------- output items
-
-
-@dataclass(slots=True)
-class _Part:
-    kind: PartKind
-    texts: list[str] = field(default_factory=list)
-
-    def text(self) -> str:
-        return "".join(self.texts)
-
-    def as_dict(self) -> Item:
-        if self.kind == "refusal":
-            return {"type": "refusal", "refusal": self.text()}
-        return {"type": "output_text", "text": self.text(), "annotations": [], "logprobs": []}
-
-
-@dataclass(slots=True, kw_only=True)
-class _Output:
-    id: str
-    output_index: int
-    status: ItemStatus = "in_progress"
-    """``in_progress`` while open; ``completed`` or ``incomplete`` once its done event is sent."""
-
-    @property
-    def is_open(self) -> bool:
-        return self.status == "in_progress"
-
-    def as_dict(self, status: ItemStatus) -> Item:
-        raise NotImplementedError
-
-
-@dataclass(slots=True, kw_only=True)
-class _Message(_Output):
-    parts: list[_Part] = field(default_factory=list)
-
-    def as_dict(self, status: ItemStatus) -> Item:
-        return {
-            "id": self.id,
-            "type": "message",
-            "role": "assistant",
-            "status": status,
-            "content": [part.as_dict() for part in self.parts],
-        }
-
-
-@dataclass(slots=True, kw_only=True)
-class _Reasoning(_Output):
-    texts: list[str] = field(default_factory=list)
-
-    def as_dict(self, status: ItemStatus) -> Item:
-        summary = [{"type": "summary_text", "text": "".join(self.texts)}] if self.texts else []
-        return {"id": self.id, "type": "reasoning", "status": status, "summary": summary}
-
-
-@dataclass(slots=True, kw_only=True)
-class _FunctionCall(_Output):
-    call_id: str
-    name: str
-    arguments: list[str] = field(default_factory=list)
-
-    def as_dict(self, status: ItemStatus) -> Item:
-        return {
-            "id": self.id,
-            "type": "function_call",
-            "status": status,
-            "call_id": self.call_id,
-            "name": self.name,
-            "arguments": "".join(self.arguments),
-        }
-
 
 # ---------------------------------------------------------------- the encoder
 
@@ -199,9 +89,9 @@ class ResponsesEncoder:
         self.completed_at: int | None = None
         self._sequence = 0
         self._is_started = False
-        self._outputs: list[_Output] = []
-        self._current: _Message | _Reasoning | None = None
-        self._calls: dict[int, _FunctionCall] = {}
+        self._outputs: list[OutputItem] = []
+        self._current: MessageItem | ReasoningItem | None = None
+        self._calls: dict[int, FunctionCallItem] = {}
 
     @property
     def is_ended(self) -> bool:
@@ -341,9 +231,9 @@ class ResponsesEncoder:
     def _reasoning(self, text: str) -> list[bytes]:
         frames: list[bytes] = []
         current = self._current
-        if not isinstance(current, _Reasoning):
+        if not isinstance(current, ReasoningItem):
             frames.extend(self._close_current())
-            current = _Reasoning(id=new_id("rs"), output_index=len(self._outputs))
+            current = ReasoningItem(id=new_id("rs"), output_index=len(self._outputs))
             self._open(current)
             frames.append(self._added(current))
             frames.append(
@@ -370,15 +260,15 @@ class ResponsesEncoder:
     def _text(self, kind: PartKind, text: str) -> list[bytes]:
         frames: list[bytes] = []
         message = self._current
-        if not isinstance(message, _Message):
+        if not isinstance(message, MessageItem):
             frames.extend(self._close_current())
-            message = _Message(id=new_id("msg"), output_index=len(self._outputs))
+            message = MessageItem(id=new_id("msg"), output_index=len(self._outputs))
             self._open(message)
             frames.append(self._added(message))
         if not message.parts or message.parts[-1].kind != kind:
             if message.parts:
                 frames.extend(self._close_part(message))
-            message.parts.append(_Part(kind))
+            message.parts.append(TextPart(kind))
             frames.append(
                 self._event(
                     "response.content_part.added",
@@ -413,7 +303,7 @@ class ResponsesEncoder:
         if call is None:
             frames.extend(self._close_current())
             call_id, name = entry.get("id"), function.get("name")
-            call = _FunctionCall(
+            call = FunctionCallItem(
                 id=new_id("fc"),
                 output_index=len(self._outputs),
                 call_id=call_id if isinstance(call_id, str) else new_id("call"),
@@ -437,7 +327,7 @@ class ResponsesEncoder:
 
     # ---------------------------------------------------------------- closing
 
-    def _open(self, output: _Message | _Reasoning) -> None:
+    def _open(self, output: MessageItem | ReasoningItem) -> None:
         self._outputs.append(output)
         self._current = output
 
@@ -454,12 +344,12 @@ class ResponsesEncoder:
                 frames.extend(self._close(call))
         return frames
 
-    def _close(self, output: _Output) -> list[bytes]:
+    def _close(self, output: OutputItem) -> list[bytes]:
         frames: list[bytes] = []
         location = {"item_id": output.id, "output_index": output.output_index}
-        if isinstance(output, _Message) and output.parts:
+        if isinstance(output, MessageItem) and output.parts:
             frames.extend(self._close_part(output))
-        elif isinstance(output, _Reasoning):
+        elif isinstance(output, ReasoningItem):
             text = "".join(output.texts)
             frames.append(
                 self._event(
@@ -474,7 +364,7 @@ class ResponsesEncoder:
                     part={"type": "summary_text", "text": text},
                 )
             )
-        elif isinstance(output, _FunctionCall):
+        elif isinstance(output, FunctionCallItem):
             frames.append(
                 self._event(
                     "response.function_call_arguments.done",
@@ -493,7 +383,7 @@ class ResponsesEncoder:
         )
         return frames
 
-    def _close_part(self, message: _Message) -> list[bytes]:
+    def _close_part(self, message: MessageItem) -> list[bytes]:
         part = message.parts[-1]
         location = {
             "item_id": message.id,
@@ -532,7 +422,7 @@ class ResponsesEncoder:
         frames.append(self._event("response.failed", response=self.response()))
         return frames
 
-    def _added(self, output: _Output) -> bytes:
+    def _added(self, output: OutputItem) -> bytes:
         return self._event(
             "response.output_item.added",
             output_index=output.output_index,
