@@ -186,3 +186,28 @@ def test_the_chat_body_passes_the_chat_face_request_checks() -> None:
     assert checked.is_streaming and checked.include_usage and checked.wants_tool_progress
     assert checked.client_tool_names == {"weather"}
     assert checked.max_tokens == 99
+
+
+def test_the_sdk_reads_the_non_streaming_response() -> None:
+    import importlib
+
+    import openai
+
+    http = importlib.import_module("httpx2" if openai.__version__ >= "3" else "httpx")
+    request = translate_request({"model": MODEL, "input": "Hi"})
+    body = response_from_completion(
+        completion(
+            {"role": "assistant", "content": "Hello!", "reasoning_content": "Greet."}, "stop"
+        ),
+        request,
+    )
+    client = openai.OpenAI(
+        api_key="sk-test",
+        base_url="http://proxy.test/v1",
+        http_client=http.Client(
+            transport=http.MockTransport(lambda _: http.Response(200, json=body))
+        ),
+    )
+    response = client.responses.create(model=MODEL, input="Hi")
+    assert response.output_text == "Hello!"
+    assert response.id == body["id"]
