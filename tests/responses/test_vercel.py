@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from streamproxy.errors import UpstreamError
-from streamproxy.responses import ResponsesEncoder
+from streamproxy.responses import ResponsesEncoder, translate_request
 from tests.responses.helpers import call_arguments, call_head, chunk, encode, request, usage_chunk
 from tests.responses.test_sdk import PLAIN, THINKING, TWO_CALLS
 
@@ -41,8 +41,11 @@ def node() -> str:
     return path
 
 
-def read(node: str, raw: bytes, tmp_path: Path) -> list[dict[str, object]]:
-    """The stream parts ``doStream`` produced for ``raw``."""
+def run_provider(
+    node: str, raw: bytes, tmp_path: Path
+) -> tuple[dict[str, object], list[dict[str, object]]]:
+    """The request body the provider sent for read_stream.mjs's prompt (a tool round trip),
+    and the stream parts ``doStream`` made of ``raw``."""
     frames = tmp_path / "frames.sse"
     frames.write_bytes(raw)
     result = subprocess.run(
@@ -51,7 +54,13 @@ def read(node: str, raw: bytes, tmp_path: Path) -> list[dict[str, object]]:
         check=True,
         timeout=60,
     )
-    return [orjson.loads(line) for line in result.stdout.splitlines()]
+    request, *parts = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert request["type"] == "request"
+    return request["body"], parts
+
+
+def read(node: str, raw: bytes, tmp_path: Path) -> list[dict[str, object]]:
+    return run_provider(node, raw, tmp_path)[1]
 
 
 def of_type(parts: list[dict[str, object]], kind: str) -> list[dict[str, object]]:
@@ -127,3 +136,26 @@ def test_tool_progress_events_are_passed_over(node: str, tmp_path: Path) -> None
     )
     assert not of_type(parts, "error")
     assert [part["toolCallId"] for part in of_type(parts, "tool-call")] == ["call_a"]
+
+
+def test_the_request_the_provider_sends_translates(node: str, tmp_path: Path) -> None:
+    body, _ = run_provider(node, encode(PLAIN), tmp_path)
+    chat_body = translate_request(body).chat_body
+    assert chat_body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_a",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_a", "content": "18 C"},
+    ]
+    assert chat_body["tools"][0]["function"]["name"] == "weather"  # type: ignore[index]
+    assert chat_body["stream"] is True
