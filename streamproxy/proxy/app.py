@@ -3,6 +3,8 @@
 Routes (each also without the ``/v1`` prefix):
 
 - ``POST /v1/chat/completions``: streaming and not, with server tools run in the loop;
+- ``POST /v1/responses``: the same loop in the Responses API's format (``responses/``), with
+  ``previous_response_id`` and ``item_reference`` served from the state store;
 - ``GET /v1/models``: the upstream's model list;
 - ``GET /healthz``: ``{"status": "ok"}``, no key needed;
 - ``GET /_streamproxy/diagnostics``: only with ``Config(diagnostics=True)`` (``diagnostics.py``).
@@ -21,11 +23,12 @@ import asyncio
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -45,8 +48,16 @@ from streamproxy.errors import (
 from streamproxy.proxy.approval import ApprovalSigner, client_identity
 from streamproxy.proxy.conversation import rebuild
 from streamproxy.proxy.diagnostics import DIAGNOSTICS_PATH, RequestCounter, Requests, snapshot
-from streamproxy.proxy.request import parse_request
+from streamproxy.proxy.frames import ChatFrames, ClientFrames
+from streamproxy.proxy.request import ChatRequest, parse_request
 from streamproxy.proxy.response import EventStreamResponse
+from streamproxy.proxy.responses import (
+    ResponsesRequest,
+    load_body,
+    stored_items,
+    translate_request,
+)
+from streamproxy.proxy.responses.frames import ResponsesFrames
 from streamproxy.proxy.runner import TurnRunner
 from streamproxy.proxy.state import open_state_store
 from streamproxy.proxy.tools import ToolSet, load_tools
@@ -59,6 +70,11 @@ logger = logging.getLogger("streamproxy.proxy")
 
 T = TypeVar("T")
 Endpoint = Callable[["_Proxy", Request], Awaitable[Response]]
+
+
+# Store keys of what /v1/responses keeps for previous_response_id and item_reference.
+_RESPONSE_KEY = "response:"
+_ITEM_KEY = "item:"
 
 
 class _ClientDisconnected(Exception):
@@ -83,6 +99,8 @@ def create_app(
     routes = [
         Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
         Route("/chat/completions", proxy.chat_completions, methods=["POST"]),
+        Route("/v1/responses", proxy.responses, methods=["POST"]),
+        Route("/responses", proxy.responses, methods=["POST"]),
         Route("/v1/models", proxy.models, methods=["GET"]),
         Route("/models", proxy.models, methods=["GET"]),
         Route("/healthz", proxy.healthz, methods=["GET"]),
@@ -197,16 +215,71 @@ class _Proxy:
 
     @_answering_errors
     async def chat_completions(self, request: Request) -> Response:
-        config = self.config
-        request_id: str = request.state.request_id
         client = self.authenticate(request)
-        raw = await _read_body(request, config.max_request_size)
-        chat = parse_request(
+        raw = await _read_body(request, self.config.max_request_size)
+        chat = self._parse(raw)
+        runner = await self._runner(request, client, chat, ChatFrames)
+        if chat.is_streaming:
+            return self._stream(runner.stream())
+        completion = await self._complete(request, runner)
+        return JSONResponse(completion)
+
+    @_answering_errors
+    async def responses(self, request: Request) -> Response:
+        """``POST /v1/responses``: the same turn, in the Responses wire format."""
+        client = self.authenticate(request)
+        raw = await _read_body(request, self.config.max_request_size)
+        body = load_body(raw, max_size=self.config.max_request_size)
+        previous = None
+        previous_id = body.get("previous_response_id")
+        if isinstance(previous_id, str):
+            found = await self.store.get(client, _RESPONSE_KEY + previous_id)
+            previous = found if isinstance(found, list) else None
+        references = await self._referenced_items(client, body.get("input"))
+        translated = translate_request(body, previous_items=previous, find_item=references.get)
+        chat = self._parse(orjson.dumps(translated.chat_body))
+        frames: list[ResponsesFrames] = []
+
+        def responses_frames(turn: Turn) -> ResponsesFrames:
+            frames.append(ResponsesFrames(turn, translated))
+            return frames[0]
+
+        runner = await self._runner(request, client, chat, responses_frames)
+
+        async def keep() -> None:
+            if translated.store and frames[0].response is not None:
+                await self._keep_response(client, translated, frames[0].response)
+
+        if chat.is_streaming:
+
+            async def stream_then_keep() -> AsyncGenerator[bytes, None]:
+                async for piece in runner.stream():
+                    yield piece
+                await keep()
+
+            return self._stream(stream_then_keep())
+        response = await self._complete(request, runner)
+        await keep()
+        return JSONResponse(response)
+
+    def _parse(self, raw: bytes) -> ChatRequest:
+        return parse_request(
             raw,
             server_tools=self.tools,
             is_deepseek=self.upstream.is_deepseek,
-            max_size=config.max_request_size,
+            max_size=self.config.max_request_size,
         )
+
+    async def _runner(
+        self,
+        request: Request,
+        client: str,
+        chat: ChatRequest,
+        frames: Callable[[Turn], ClientFrames],
+    ) -> TurnRunner:
+        """The conversation rebuilt, the turn and its runner, started (approvals settled and
+        the first upstream response open)."""
+        config = self.config
         signer = await self.signer()
         chat.messages, settlements = await rebuild(
             chat.messages, stash=self.store, signer=signer, client=client
@@ -228,19 +301,52 @@ class _Proxy:
             settlements=settlements,
             max_tool_result_size=config.max_tool_result_size,
             state_ttl=config.approval_ttl,
-            request_id=request_id,
+            request_id=request.state.request_id,
+            frames=frames(turn),
         )
         try:
             await _while_connected(request.receive, runner.start())
-            if chat.is_streaming:
-                return EventStreamResponse(  # type: ignore[return-value]
-                    runner.stream(), keepalive_interval=config.keepalive_interval
-                )
-            completion = await _while_connected(request.receive, runner.complete())
         except BaseException:
             await runner.aclose()
             raise
-        return JSONResponse(completion)
+        return runner
+
+    def _stream(self, frames: AsyncGenerator[bytes, None]) -> Response:
+        return EventStreamResponse(  # type: ignore[return-value]
+            frames, keepalive_interval=self.config.keepalive_interval
+        )
+
+    async def _complete(self, request: Request, runner: TurnRunner) -> dict[str, object]:
+        try:
+            return await _while_connected(request.receive, runner.complete())
+        except BaseException:
+            await runner.aclose()
+            raise
+
+    async def _referenced_items(self, client: str, items: object) -> dict[str, dict[str, object]]:
+        """The stored items an input's ``item_reference`` entries name (unknown ones left out)."""
+        found: dict[str, dict[str, object]] = {}
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and item.get("type") == "item_reference":
+                item_id = item.get("id")
+                if isinstance(item_id, str) and item_id not in found:
+                    value = await self.store.get(client, _ITEM_KEY + item_id)
+                    if isinstance(value, dict):
+                        found[item_id] = value
+        return found
+
+    async def _keep_response(
+        self, client: str, translated: ResponsesRequest, response: dict[str, object]
+    ) -> None:
+        """Keep a response for ``previous_response_id``, and its items for ``item_reference``."""
+        ttl = self.config.approval_ttl
+        await self.store.put(
+            client, _RESPONSE_KEY + str(response["id"]), stored_items(translated, response), ttl
+        )
+        output = response.get("output")
+        for item in output if isinstance(output, list) else []:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                await self.store.put(client, _ITEM_KEY + str(item["id"]), item, ttl)
 
     @_answering_errors
     async def models(self, request: Request) -> Response:

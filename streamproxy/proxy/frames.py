@@ -22,6 +22,8 @@ asked (``stream_options.include_usage``), and ``data: [DONE]``; after an error, 
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from streamproxy.core.encode import encode_chunk, encode_comment, encode_done, encode_error
 from streamproxy.errors import StreamProxyError
 from streamproxy.proxy.turn import (
@@ -35,9 +37,22 @@ from streamproxy.proxy.turn import (
     Turn,
 )
 
-__all__ = ["ChatFrames"]
+__all__ = ["ChatFrames", "ClientFrames"]
 
 EXTENSION_FIELD = "streamproxy"
+
+
+class ClientFrames(Protocol):
+    """A client wire format the runner writes: chat completions here, Responses in
+    ``responses/frames.py``."""
+
+    def encode(self, outputs: list[Output]) -> list[bytes]: ...
+
+    def final(self) -> list[bytes]: ...
+
+    def error(self, error: StreamProxyError) -> bytes: ...
+
+    def completion(self) -> dict[str, object]: ...
 
 
 class ChatFrames:
@@ -49,13 +64,19 @@ class ChatFrames:
 
     def encode(self, outputs: list[Output]) -> list[bytes]:
         """The frames for a batch of the turn's outputs."""
-        frames: list[bytes] = []
+        return [
+            item if isinstance(item, bytes) else encode_chunk(item) for item in self.items(outputs)
+        ]
+
+    def items(self, outputs: list[Output]) -> list[dict[str, object] | bytes]:
+        """The turn's outputs as chunk dicts, and comments as encoded frames."""
+        items: list[dict[str, object] | bytes] = []
         for output in outputs:
             if isinstance(output, TextDelta):
-                frames.append(encode_chunk(self.chunk({output.field: output.text})))
+                items.append(self.chunk({output.field: output.text}))
             elif isinstance(output, ClientCallArguments):
                 call = {"index": output.index, "function": {"arguments": output.fragment}}
-                frames.append(encode_chunk(self.chunk({"tool_calls": [call]})))
+                items.append(self.chunk({"tool_calls": [call]}))
             elif isinstance(output, ClientCallStarted):
                 entry = {
                     "index": output.index,
@@ -63,20 +84,22 @@ class ChatFrames:
                     "type": "function",
                     "function": {"name": output.name, "arguments": output.arguments},
                 }
-                frames.append(encode_chunk(self.chunk({"tool_calls": [entry]})))
+                items.append(self.chunk({"tool_calls": [entry]}))
             elif isinstance(output, ServerCallArguments):
                 delta = {"id": output.call_id, "name": output.name, "arguments": output.fragment}
-                frames.append(self._extension({"tool_arguments": delta}))
+                items.append(self._extension({"tool_arguments": delta}))
             elif isinstance(output, ToolProgress):
-                frames.extend(self._progress(output))
+                items.extend(self._progress(output))
             elif isinstance(output, ApprovalRequested) and self.turn.request.wants_tool_progress:
                 request = {"id": output.id, "name": output.name, "arguments": output.arguments}
-                frames.append(self._extension({"approval_request": request}))
-        return frames
+                items.append(self._extension({"approval_request": request}))
+        return items
 
-    def _progress(self, output: ToolProgress) -> list[bytes]:
+    def _progress(self, output: ToolProgress) -> list[dict[str, object] | bytes]:
         timing = f" in {output.duration * 1000:.0f} ms" if output.duration is not None else ""
-        frames = [encode_comment(f"tool {output.name} {output.status}{timing}")]
+        items: list[dict[str, object] | bytes] = [
+            encode_comment(f"tool {output.name} {output.status}{timing}")
+        ]
         if self.turn.request.wants_tool_progress:
             progress: dict[str, object] = {
                 "id": output.call_id,
@@ -85,33 +108,36 @@ class ChatFrames:
             }
             if output.duration is not None:
                 progress["duration_ms"] = round(output.duration * 1000, 1)
-            frames.append(self._extension({"tool_progress": progress}))
-        return frames
+            items.append(self._extension({"tool_progress": progress}))
+        return items
 
-    def _extension(self, value: dict[str, object]) -> bytes:
+    def _extension(self, value: dict[str, object]) -> dict[str, object]:
         chunk = self.chunk({})
         chunk[EXTENSION_FIELD] = value
-        return encode_chunk(chunk)
+        return chunk
 
     def final(self) -> list[bytes]:
         """The closing chunk with the one ``finish_reason``, usage if asked, ``[DONE]``."""
-        turn = self.turn
-        frames = [encode_chunk(self.chunk({}, finish_reason=turn.finish_reason or "stop"))]
-        if turn.request.include_usage:
-            usage_chunk = {
-                "id": turn.id,
-                "object": "chat.completion.chunk",
-                "created": turn.created,
-                "model": turn.model,
-                "choices": [],
-                "usage": turn.usage,
-            }
-            frames.append(encode_chunk(usage_chunk))
-        frames.append(encode_done())
-        return frames
+        return [*(encode_chunk(item) for item in self.final_chunks()), encode_done()]
 
-    @staticmethod
-    def error(error: StreamProxyError) -> bytes:
+    def final_chunks(self) -> list[dict[str, object]]:
+        """The closing chunk, and the usage chunk when the client asked for it."""
+        turn = self.turn
+        chunks = [self.chunk({}, finish_reason=turn.finish_reason or "stop")]
+        if turn.request.include_usage:
+            chunks.append(
+                {
+                    "id": turn.id,
+                    "object": "chat.completion.chunk",
+                    "created": turn.created,
+                    "model": turn.model,
+                    "choices": [],
+                    "usage": turn.usage,
+                }
+            )
+        return chunks
+
+    def error(self, error: StreamProxyError) -> bytes:
         """The one error frame that ends a stream that already started."""
         return encode_error(error)
 

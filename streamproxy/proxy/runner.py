@@ -29,7 +29,7 @@ from streamproxy.errors import InternalError, ProtocolError, StreamProxyError
 from streamproxy.proxy.approval import declined_text, run_once
 from streamproxy.proxy.audit import audit
 from streamproxy.proxy.conversation import Settlement
-from streamproxy.proxy.frames import ChatFrames
+from streamproxy.proxy.frames import ChatFrames, ClientFrames
 from streamproxy.proxy.state import StateStore
 from streamproxy.proxy.tools import ToolOutcome
 from streamproxy.proxy.turn import Call, Decision, Output, Refuse, StartTool, Turn
@@ -124,10 +124,11 @@ class TurnRunner:
         state_ttl: float = 3600.0,
         request_id: str = "",
         observer: TurnObserver = NO_OBSERVER,
+        frames: ClientFrames | None = None,
     ) -> None:
         self.turn = turn
         self.observer = observer
-        self.frames = ChatFrames(turn)
+        self.frames: ClientFrames = frames or ChatFrames(turn)
         self.upstream = upstream
         self.store = store
         self.settlements = settlements or []

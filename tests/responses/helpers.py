@@ -9,7 +9,7 @@ import orjson
 import pydantic
 from openai.types.responses import ResponseStreamEvent
 
-from streamproxy.responses import ResponsesEncoder, ResponsesRequest, translate_request
+from streamproxy.proxy.responses import ResponsesEncoder, ResponsesRequest, translate_request
 
 MODEL = "deepseek-v4-flash"
 EVENT_CLASSES: dict[str, type[pydantic.BaseModel]] = {

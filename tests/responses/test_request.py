@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamproxy.errors import RequestError, RequestTooLargeError
-from streamproxy.responses import load_body, translate_request
+from streamproxy.proxy.responses import load_body, translate_request
 
 MODEL = "deepseek-v4-flash"
 

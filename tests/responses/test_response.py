@@ -6,14 +6,14 @@ import orjson
 from openai.types.responses import Response
 
 from streamproxy.proxy.request import parse_request
-from streamproxy.responses import (
+from streamproxy.proxy.responses import (
     ResponsesEncoder,
     response_from_completion,
     responses_usage,
     stored_items,
     translate_request,
 )
-from streamproxy.tools import ToolSet
+from streamproxy.proxy.tools import ToolSet
 from tests.responses.helpers import MODEL, call_arguments, call_head, chunk, usage_chunk
 
 TOOLS = [{"type": "function", "name": "weather", "parameters": {"type": "object"}}]

@@ -182,7 +182,7 @@ def test_create_stream_yields_typed_events() -> None:
 
 
 def test_an_error_mid_stream_raises_api_error_in_the_sdk() -> None:
-    from streamproxy.responses import ResponsesEncoder
+    from streamproxy.proxy.responses import ResponsesEncoder
     from tests.responses.helpers import request
 
     encoder = ResponsesEncoder(request())
@@ -267,7 +267,7 @@ def test_tool_rounds_keep_the_order_of_the_turn() -> None:
 
 
 def test_an_error_frame_dict_fails_the_response() -> None:
-    from streamproxy.responses import ResponsesEncoder
+    from streamproxy.proxy.responses import ResponsesEncoder
     from tests.responses.helpers import request
 
     encoder = ResponsesEncoder(request())

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from streamproxy.errors import UpstreamError
-from streamproxy.responses import ResponsesEncoder, translate_request
+from streamproxy.proxy.responses import ResponsesEncoder, translate_request
 from tests.responses.helpers import call_arguments, call_head, chunk, encode, request, usage_chunk
 from tests.responses.test_sdk import PLAIN, THINKING, TWO_CALLS
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from streamproxy.responses import ResponsesEncoder, translate_request
-from streamproxy.tools import ToolSet, tool
+from streamproxy.config import Config
+from streamproxy.proxy.responses import ResponsesEncoder, translate_request
+from streamproxy.proxy.tools import ToolSet, tool
 from tests.proxy.helpers import (
     MODEL,
     ScriptedUpstream,
@@ -38,7 +39,7 @@ def get_weather(city: str) -> dict[str, object]:
     return {"city": city, "temperature_c": 24}
 
 
-@tool(read_only=False)
+@tool(needs_approval=True)
 def write_note(title: str) -> str:
     """Save a note."""
     return f"saved {title}"
@@ -50,7 +51,8 @@ SHOW_MAP = {"type": "function", "name": "show_map", "parameters": {"type": "obje
 
 async def run(upstream: ScriptedUpstream, body: dict[str, object]) -> bytes:
     request = translate_request({"model": MODEL, "stream": True, **body})
-    async with proxy_client(upstream, tools=TOOLS) as client:
+    config = Config(upstream_url="http://upstream.test/v1", approvals="client")
+    async with proxy_client(upstream, tools=TOOLS, config=config) as client:
         result = await post_stream(client, request.chat_body)
     assert result.status == 200
     encoder = ResponsesEncoder(request)

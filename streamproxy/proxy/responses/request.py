@@ -2,7 +2,7 @@
 
 Pure translation: no I/O, no state. The conversation of a chained request
 (``previous_response_id``) and items named by ``item_reference`` come in as arguments; the
-caller owns the store (see ``streamproxy.responses``).
+caller owns the store (see ``streamproxy.proxy.responses``).
 
 Decisions, field by field:
 

@@ -13,9 +13,13 @@ loop as ``/v1/chat/completions``:
    under the response's id (and its items, by their ``id``, for ``item_reference``).
 """
 
-from streamproxy.responses.events import ResponsesEncoder, response_from_completion, stored_items
-from streamproxy.responses.items import new_id, responses_usage
-from streamproxy.responses.request import (
+from streamproxy.proxy.responses.events import (
+    ResponsesEncoder,
+    response_from_completion,
+    stored_items,
+)
+from streamproxy.proxy.responses.items import new_id, responses_usage
+from streamproxy.proxy.responses.request import (
     ACCEPTED_FIELDS,
     ItemLookup,
     ResponsesRequest,

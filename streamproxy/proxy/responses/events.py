@@ -46,7 +46,7 @@ from collections.abc import Mapping
 import orjson
 
 from streamproxy.errors import StreamProxyError
-from streamproxy.responses.items import (
+from streamproxy.proxy.responses.items import (
     FunctionCallItem,
     Item,
     ItemStatus,
@@ -58,7 +58,7 @@ from streamproxy.responses.items import (
     new_id,
     responses_usage,
 )
-from streamproxy.responses.request import ResponsesRequest
+from streamproxy.proxy.responses.request import ResponsesRequest
 
 __all__ = ["ResponsesEncoder", "response_from_completion", "stored_items"]
 
