@@ -20,7 +20,9 @@ pytestmark = pytest.mark.e2e
 
 NODE = Path(__file__).parent / "node"
 INSTALL = f"cd {NODE} && npm ci"
-DEMO_ANSWER = "It is sunny in Paris right now, at 24 °C. A good day to be outside!"
+DEMO_ANSWER = (
+    "It is sunny in Paris right now, at 24 °C. (The offline demo: a recorded answer, not a model.)"
+)
 
 
 @pytest.fixture(scope="module")

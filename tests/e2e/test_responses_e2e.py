@@ -18,7 +18,9 @@ from tests.e2e.test_approvals_e2e import write_cassette
 pytestmark = pytest.mark.e2e
 
 MODEL = "deepseek-v4-flash"
-DEMO_ANSWER = "It is sunny in Paris right now, at 24 °C. A good day to be outside!"
+DEMO_ANSWER = (
+    "It is sunny in Paris right now, at 24 °C. (The offline demo: a recorded answer, not a model.)"
+)
 SHOW_MAP = {
     "type": "function",
     "name": "show_map",
