@@ -5,6 +5,7 @@ Routes (each also without the ``/v1`` prefix):
 - ``POST /v1/chat/completions``: streaming and not, with server tools run in the loop;
 - ``GET /v1/models``: the upstream's model list;
 - ``GET /healthz``: ``{"status": "ok"}``, no key needed;
+- ``GET /metrics``: Prometheus metrics (``telemetry.py``, ``docs/observability.md``);
 - ``GET /_streamproxy/diagnostics``: only with ``Config(diagnostics=True)`` (``diagnostics.py``).
 
 Every endpoint goes through ``_answering_errors``: an error before the response starts gets its
@@ -22,7 +23,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from starlette.applications import Starlette
@@ -36,6 +37,7 @@ from streamproxy.config import Config
 from streamproxy.core.limits import Limits
 from streamproxy.errors import (
     AuthenticationError,
+    InternalError,
     RequestTooLargeError,
     StreamProxyError,
     UpstreamError,
@@ -44,12 +46,18 @@ from streamproxy.proxy._state_shim import MemoryStore
 from streamproxy.proxy.approval import ApprovalSigner, client_identity
 from streamproxy.proxy.conversation import rebuild
 from streamproxy.proxy.diagnostics import DIAGNOSTICS_PATH, RequestCounter, Requests, snapshot
+from streamproxy.proxy.metrics import CONTENT_TYPE_LATEST
 from streamproxy.proxy.request import parse_request
 from streamproxy.proxy.response import EventStreamResponse
 from streamproxy.proxy.runner import TurnRunner
+from streamproxy.proxy.telemetry import RequestTelemetry, Telemetry
 from streamproxy.proxy.tools import ToolSet, load_tools
 from streamproxy.proxy.turn import Turn
 from streamproxy.proxy.upstream import RetryPolicy, Upstream
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["create_app", "error_response"]
 
@@ -68,6 +76,8 @@ def create_app(
     *,
     tools: ToolSet | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    registry: CollectorRegistry | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
     """The proxy as an ASGI app; mount it anywhere.
 
@@ -76,14 +86,24 @@ def create_app(
         tools: the server tools; default: none, or ``config.tools`` loaded when set.
         transport: an httpx transport for the upstream (a cassette replay, a mock); default:
             the network.
+        registry: where the metrics live; default: a new registry for this app.
+        tracer_provider: the traces' provider; default: from the ``OTEL_*`` variables.
     """
-    proxy = _Proxy(config, tools if tools is not None else _configured_tools(config), transport)
+    proxy = _Proxy(
+        config,
+        tools if tools is not None else _configured_tools(config),
+        transport,
+        telemetry=Telemetry(
+            upstream_url=config.upstream_url, registry=registry, tracer_provider=tracer_provider
+        ),
+    )
     routes = [
         Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
         Route("/chat/completions", proxy.chat_completions, methods=["POST"]),
         Route("/v1/models", proxy.models, methods=["GET"]),
         Route("/models", proxy.models, methods=["GET"]),
         Route("/healthz", proxy.healthz, methods=["GET"]),
+        Route("/metrics", proxy.metrics, methods=["GET"]),
     ]
     middleware = []
     if config.diagnostics:
@@ -103,15 +123,23 @@ def _answering_errors(endpoint: Endpoint) -> Endpoint:
         request_id = f"req_{uuid.uuid4().hex[:16]}"
         request.state.request_id = request_id
         headers = {"x-request-id": request_id}
+        telemetry = proxy.telemetry.request(request.method, request.url.path, request.headers)
+        request.state.telemetry = telemetry
         try:
             response = await endpoint(proxy, request)
         except StreamProxyError as error:
             logger.warning("request %s: %s", request_id, error.message)
+            telemetry.failed(error, error.status_hint)
             return error_response(error, headers)
         except _ClientDisconnected:
             logger.info("request %s: the client left before the response started", request_id)
+            telemetry.failed(None, 499, code="client_disconnected")
             return Response(status_code=499, headers=headers)
+        except BaseException:
+            telemetry.failed(InternalError("the proxy failed"), 500)
+            raise
         response.headers.update(headers)
+        telemetry.responded(getattr(response, "status_code", 200))
         return response
 
     return answer
@@ -121,7 +149,12 @@ class _Proxy:
     """The app's services (upstream, tools, store, signer) and its endpoints."""
 
     def __init__(
-        self, config: Config, tools: ToolSet, transport: httpx.AsyncBaseTransport | None
+        self,
+        config: Config,
+        tools: ToolSet,
+        transport: httpx.AsyncBaseTransport | None,
+        *,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.config = config
         self.tools = tools
@@ -143,6 +176,7 @@ class _Proxy:
         self.store = MemoryStore()
         self.limits = Limits(max_arguments_size=config.max_arguments_size)
         self.requests = Requests()
+        self.telemetry = telemetry or Telemetry(upstream_url=config.upstream_url)
         self._signer: ApprovalSigner | None = None
 
     @asynccontextmanager
@@ -177,6 +211,7 @@ class _Proxy:
     async def chat_completions(self, request: Request) -> Response:
         config = self.config
         request_id: str = request.state.request_id
+        telemetry: RequestTelemetry = request.state.telemetry
         client = self.authenticate(request)
         raw = await _read_body(request, config.max_request_size)
         chat = parse_request(
@@ -185,6 +220,7 @@ class _Proxy:
             is_deepseek=self.upstream.is_deepseek,
             max_size=config.max_request_size,
         )
+        telemetry.set_model(str(chat.body["model"]))
         signer = await self.signer()
         chat.messages, settlements = await rebuild(
             chat.messages, stash=self.store, signer=signer, client=client
@@ -201,18 +237,19 @@ class _Proxy:
         )
         runner = TurnRunner(
             turn,
-            self.upstream,
+            self.upstream.with_hooks(telemetry),
             store=self.store,
             settlements=settlements,
             max_tool_result_size=config.max_tool_result_size,
             state_ttl=config.approval_ttl,
             request_id=request_id,
+            observer=telemetry,
         )
         try:
             await _while_connected(request.receive, runner.start())
             if chat.is_streaming:
                 return EventStreamResponse(  # type: ignore[return-value]
-                    runner.stream(), keepalive_interval=config.keepalive_interval
+                    telemetry.watch(runner.stream()), keepalive_interval=config.keepalive_interval
                 )
             completion = await _while_connected(request.receive, runner.complete())
         except BaseException:
@@ -231,6 +268,11 @@ class _Proxy:
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    @_answering_errors
+    async def metrics(self, request: Request) -> Response:
+        self.authenticate(request)
+        return Response(self.telemetry.render(), media_type=CONTENT_TYPE_LATEST)
 
     @_answering_errors
     async def diagnostics(self, request: Request) -> Response:
