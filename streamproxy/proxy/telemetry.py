@@ -129,9 +129,12 @@ class RequestTelemetry:
 
     # ------------------------------------------------------------ the request
 
-    async def watch(self, frames: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    def watch(self, frames: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
         """``frames`` as they are; the request ends (and is measured) when they end."""
         self._is_streaming = True
+        return self._watched(frames)
+
+    async def _watched(self, frames: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
         self.metrics.active_streams.inc()
         is_complete = False
         try:
