@@ -135,8 +135,11 @@ def _answering_errors(endpoint: Endpoint) -> Endpoint:
             logger.info("request %s: the client left before the response started", request_id)
             telemetry.failed(None, 499, code="client_disconnected")
             return Response(status_code=499, headers=headers)
-        except BaseException:
+        except Exception:
             telemetry.failed(InternalError("the proxy failed"), 500)
+            raise
+        except BaseException:  # cancelled: the client or the server went away
+            telemetry.failed(None, 499, code="client_disconnected")
             raise
         response.headers.update(headers)
         telemetry.responded(getattr(response, "status_code", 200))

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 
 from streamproxy.errors import InternalError, StreamProxyError, UpstreamError
 from streamproxy.proxy.metrics import Metrics, bounded
@@ -113,6 +113,7 @@ class RequestTelemetry:
         self._parent = trace.set_span_in_context(self.span)
         self.model = ""
         self._labels: tuple[str, str, str] = (CHAT, telemetry.provider_name, "")
+        self._chunk_times: Histogram | None = None  # the labelled child, looked up once
         self._round: _Round | None = None
         self._tools: dict[str, trace.Span] = {}
         self._error: StreamProxyError | None = None
@@ -125,6 +126,7 @@ class RequestTelemetry:
         """The model the client asked for (a label, bounded in number)."""
         self.model = model
         self._labels = (CHAT, self.telemetry.provider_name, bounded(model, self.telemetry.models))
+        self._chunk_times = None
         self.span.set_attribute("gen_ai.request.model", model)
 
     # ------------------------------------------------------------ the request
@@ -261,9 +263,12 @@ class RequestTelemetry:
         if current is None or current.last_chunk_at is None:
             return
         now = time.perf_counter()
-        self.metrics.time_per_output_chunk.labels(*self._labels).observe(
-            now - current.last_chunk_at
-        )
+        chunk_times = self._chunk_times
+        if chunk_times is None:
+            chunk_times = self._chunk_times = self.metrics.time_per_output_chunk.labels(
+                *self._labels
+            )
+        chunk_times.observe(now - current.last_chunk_at)
         current.last_chunk_at = now
 
     def round_ended(
