@@ -78,7 +78,7 @@ class Metrics:
         )
         self.time_to_first_chunk = Histogram(
             "gen_ai_client_inference_time_to_first_chunk_seconds",
-            "From the upstream request sent to its first chunk (streaming clients).",
+            "From the upstream request sent to its first chunk (the upstream call always streams).",
             GENAI,
             buckets=FIRST_CHUNK_BUCKETS,
             registry=into,

@@ -243,6 +243,7 @@ class RequestTelemetry:
                 "gen_ai.request.model": self.model,
                 "server.address": telemetry.server_address,
                 "server.port": telemetry.server_port,
+                "gen_ai.request.stream": body.get("stream") is True,
                 "streamproxy.round": round_number,
             },
         )
@@ -253,10 +254,7 @@ class RequestTelemetry:
         if current is not None and current.first_chunk_at is None:
             now = time.perf_counter()
             current.first_chunk_at = current.last_chunk_at = now
-            if self._is_streaming:
-                self.metrics.time_to_first_chunk.labels(*self._labels).observe(
-                    now - current.started_at
-                )
+            self.metrics.time_to_first_chunk.labels(*self._labels).observe(now - current.started_at)
 
     def output_frames(self) -> None:
         current = self._round

@@ -157,8 +157,9 @@ async def test_openai_usage_fields_count_cache_reads_once() -> None:
     assert (
         scrape.value("gen_ai_client_inference_usage_reasoning_output_tokens_total", **labels) == 4
     )
-    # not streaming: no chunk timings (the conventions report them for streams only)
-    assert scrape.total("gen_ai_client_inference_time_to_first_chunk_seconds_count") == 0
+    # the upstream call streams (its first chunk is timed), the client's does not (no frames)
+    assert scrape.total("gen_ai_client_inference_time_to_first_chunk_seconds_count") == 1
+    assert scrape.total("gen_ai_client_inference_time_per_output_chunk_seconds_count") == 0
 
 
 async def test_retries_and_errors_by_code() -> None:

@@ -55,6 +55,7 @@ async def test_a_tool_loop_makes_a_request_span_with_rounds_and_tools() -> None:
     assert first.attributes["gen_ai.provider.name"] == "deepseek"
     assert first.attributes["gen_ai.request.model"] == MODEL
     assert first.attributes["server.address"] == "api.deepseek.com"
+    assert first.attributes["gen_ai.request.stream"] is True
     assert first.attributes["gen_ai.response.finish_reasons"] == ("tool_calls",)
     assert first.attributes["gen_ai.usage.input_tokens"] == 120
     assert first.attributes["gen_ai.usage.output_tokens"] == 30
