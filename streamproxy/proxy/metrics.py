@@ -123,7 +123,7 @@ class Metrics:
         )
         self.tool_calls = Counter(
             "streamproxy_tool_calls",
-            "Server tool calls by outcome (ok, error, timeout, too_large, refused, cancelled).",
+            "Server tool calls by outcome (ok, error, timeout, too_large, refused).",
             ("gen_ai_tool_name", "outcome"),
             registry=into,
         )
