@@ -241,3 +241,56 @@ async def test_model_labels_are_bounded() -> None:
         "gen_ai_server_request_duration_seconds_count", gen_ai_request_model="_OTHER"
     )
     assert other == 2
+
+
+async def test_an_upstream_failure_in_a_later_round_is_counted_once_by_its_code() -> None:
+    first = tool_round([("call_1", "get_weather", '{"city": "Paris"}')])
+    refused = httpx.Response(400, json={"error": {"message": "context too long"}})
+    observed = observed_proxy(ScriptedUpstream([first, refused]), tools=TOOLS)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "weather?"}]}
+    async with observed.client:
+        result = await post_stream(observed.client, body)
+        scrape = await observed.scrape()
+    assert result.status == 200 and len(result.errors) == 1  # the failure is a frame
+    assert scrape.total("streamproxy_errors_total") == 1
+    assert scrape.value("streamproxy_errors_total", code="upstream_error") == 1
+    failed = {**GENAI, "error_type": "upstream_error"}
+    assert scrape.value("gen_ai_server_request_duration_seconds_count", **failed) == 1
+    assert scrape.value("gen_ai_client_inference_duration_seconds_count", **failed) == 1
+    assert (
+        scrape.value("gen_ai_client_inference_duration_seconds_count", **GENAI, error_type="") == 1
+    )
+    assert scrape.value("streamproxy_active_streams") == 0
+
+
+@tool(needs_approval=True)
+def save_note(title: str) -> str:
+    """Save a note."""
+    return f"saved {title}"
+
+
+async def test_client_approvals_are_counted_by_outcome_and_the_run_as_a_tool() -> None:
+    write_round = tool_round([("call_w", "save_note", '{"title": "t"}')])
+    upstream = ScriptedUpstream([write_round, content_round("Saved."), content_round("Again.")])
+    config = Config(upstream_url=UPSTREAM_URL, api_key="sk-up", approvals="client")
+    observed = observed_proxy(upstream, tools=ToolSet([save_note]), config=config)
+    user = [{"role": "user", "content": "Save a note."}]
+    async with observed.client:
+        handed = await post_stream(observed.client, {"model": MODEL, "messages": user})
+        [delta] = handed.tool_call_deltas
+        call = {"id": delta["id"], "type": "function", "function": delta["function"]}
+        history = [
+            *user,
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": '{"approved": true}'},
+        ]
+        for _ in range(2):  # the second time it already ran
+            result = await post_stream(observed.client, {"model": MODEL, "messages": history})
+            assert result.status == 200 and not result.errors
+        scrape = await observed.scrape()
+        spans = [span.name for span in observed.spans()]
+    approvals = "streamproxy_approvals_total"
+    assert scrape.value(approvals, gen_ai_tool_name="save_note", outcome="approved") == 2
+    assert scrape.value(approvals, gen_ai_tool_name="save_note", outcome="already_ran") == 1
+    assert scrape.value("streamproxy_tool_calls_total", gen_ai_tool_name="save_note") == 1
+    assert spans.count("execute_tool save_note") == 1
