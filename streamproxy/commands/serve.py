@@ -18,8 +18,10 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import sys
+import tempfile
 from dataclasses import asdict, replace
 from typing import Any, get_args
 
@@ -38,6 +40,8 @@ CONFIG_ENV = "STREAMPROXY_SERVE_CONFIG"
 SECRET_ENV = "STREAMPROXY_APPROVAL_SECRET"
 # Turns on GET /_streamproxy/diagnostics like --diagnostics (for process managers and tests).
 DIAGNOSTICS_ENV = "STREAMPROXY_DIAGNOSTICS"
+# prometheus_client's multiprocess mode (set before the workers import it).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 logger = logging.getLogger("streamproxy.serve")
 
@@ -266,7 +270,15 @@ def serve(config: Config, app: Any, *, api_key_env: str, client_keys_env: str | 
     )
     from uvicorn.supervisors import Multiprocess
 
-    Multiprocess(uvicorn_config, sockets=[sock]).run()
+    # the workers' metrics live in files of one fresh directory, summed by GET /metrics
+    metrics_dir = None if os.environ.get(MULTIPROC_ENV) else tempfile.mkdtemp(prefix="streamproxy-")
+    if metrics_dir is not None:
+        os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        Multiprocess(uvicorn_config, sockets=[sock]).run()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -7,6 +7,7 @@ Routes (each also without the ``/v1`` prefix):
   ``previous_response_id`` and ``item_reference`` served from the state store;
 - ``GET /v1/models``: the upstream's model list;
 - ``GET /healthz``: ``{"status": "ok"}``, no key needed;
+- ``GET /metrics``: Prometheus metrics (``telemetry.py``, ``docs/observability.md``);
 - ``GET /_streamproxy/diagnostics``: only with ``Config(diagnostics=True)`` (``diagnostics.py``).
 
 Unknown routes and methods answer an OpenAI-shaped JSON error (404, 405). Every endpoint goes
@@ -25,7 +26,7 @@ import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import orjson
@@ -41,6 +42,7 @@ from streamproxy.config import Config
 from streamproxy.core.limits import Limits
 from streamproxy.errors import (
     AuthenticationError,
+    InternalError,
     RequestTooLargeError,
     StreamProxyError,
     UpstreamError,
@@ -49,6 +51,7 @@ from streamproxy.proxy.approval import ApprovalSigner, client_identity
 from streamproxy.proxy.conversation import rebuild
 from streamproxy.proxy.diagnostics import DIAGNOSTICS_PATH, RequestCounter, Requests, snapshot
 from streamproxy.proxy.frames import ChatFrames, ClientFrames
+from streamproxy.proxy.metrics import CONTENT_TYPE_LATEST
 from streamproxy.proxy.request import ChatRequest, parse_request
 from streamproxy.proxy.response import EventStreamResponse
 from streamproxy.proxy.responses import (
@@ -60,9 +63,14 @@ from streamproxy.proxy.responses import (
 from streamproxy.proxy.responses.frames import ResponsesFrames
 from streamproxy.proxy.runner import TurnRunner
 from streamproxy.proxy.state import open_state_store
+from streamproxy.proxy.telemetry import RequestTelemetry, Telemetry
 from streamproxy.proxy.tools import ToolSet, load_tools
 from streamproxy.proxy.turn import Turn
 from streamproxy.proxy.upstream import RetryPolicy, Upstream
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["create_app", "error_response"]
 
@@ -86,6 +94,8 @@ def create_app(
     *,
     tools: ToolSet | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    registry: CollectorRegistry | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
     """The proxy as an ASGI app; mount it anywhere.
 
@@ -94,8 +104,17 @@ def create_app(
         tools: the server tools; default: none, or ``config.tools`` loaded when set.
         transport: an httpx transport for the upstream (a cassette replay, a mock); default:
             the network.
+        registry: where the metrics live; default: a new registry for this app.
+        tracer_provider: the traces' provider; default: from the ``OTEL_*`` variables.
     """
-    proxy = _Proxy(config, tools if tools is not None else _configured_tools(config), transport)
+    proxy = _Proxy(
+        config,
+        tools if tools is not None else _configured_tools(config),
+        transport,
+        telemetry=Telemetry(
+            upstream_url=config.upstream_url, registry=registry, tracer_provider=tracer_provider
+        ),
+    )
     routes = [
         Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
         Route("/chat/completions", proxy.chat_completions, methods=["POST"]),
@@ -104,6 +123,7 @@ def create_app(
         Route("/v1/models", proxy.models, methods=["GET"]),
         Route("/models", proxy.models, methods=["GET"]),
         Route("/healthz", proxy.healthz, methods=["GET"]),
+        Route("/metrics", proxy.metrics, methods=["GET"]),
     ]
     middleware = []
     if config.diagnostics:
@@ -143,14 +163,25 @@ def _answering_errors(endpoint: Endpoint) -> Endpoint:
         request_id = f"req_{uuid.uuid4().hex[:16]}"
         request.state.request_id = request_id
         headers = {"x-request-id": request_id}
+        telemetry = proxy.telemetry.request(request.method, request.url.path, request.headers)
+        request.state.telemetry = telemetry
         try:
             response = await endpoint(proxy, request)
         except StreamProxyError as error:
             logger.warning("request %s: %s", request_id, error.message)
+            telemetry.failed(error, error.status_hint)
             return error_response(error, headers)
         except _ClientDisconnected:
             logger.info("request %s: the client left before the response started", request_id)
+            telemetry.failed(None, 499, code="client_disconnected")
             return Response(status_code=499, headers=headers)
+        except Exception:
+            telemetry.failed(InternalError("the proxy failed"), 500)
+            raise
+        except BaseException:  # cancelled: the client or the server went away
+            telemetry.failed(None, 499, code="client_disconnected")
+            raise
+        telemetry.responded(getattr(response, "status_code", 200))
         response.headers.update(headers)
         return response
 
@@ -161,7 +192,12 @@ class _Proxy:
     """The app's services (upstream, tools, store, signer) and its endpoints."""
 
     def __init__(
-        self, config: Config, tools: ToolSet, transport: httpx.AsyncBaseTransport | None
+        self,
+        config: Config,
+        tools: ToolSet,
+        transport: httpx.AsyncBaseTransport | None,
+        *,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.config = config
         self.tools = tools
@@ -183,6 +219,7 @@ class _Proxy:
         self.store = open_state_store(config.state_url)
         self.limits = Limits(max_arguments_size=config.max_arguments_size)
         self.requests = Requests()
+        self.telemetry = telemetry or Telemetry(upstream_url=config.upstream_url)
         self._signer: ApprovalSigner | None = None
 
     @asynccontextmanager
@@ -220,7 +257,7 @@ class _Proxy:
         chat = self._parse(raw)
         runner = await self._runner(request, client, chat, ChatFrames)
         if chat.is_streaming:
-            return self._stream(runner.stream())
+            return self._stream(request, runner.stream())
         completion = await self._complete(request, runner)
         return JSONResponse(completion)
 
@@ -257,7 +294,7 @@ class _Proxy:
                     yield piece
                 await keep()
 
-            return self._stream(stream_then_keep())
+            return self._stream(request, stream_then_keep())
         response = await self._complete(request, runner)
         await keep()
         return JSONResponse(response)
@@ -280,6 +317,8 @@ class _Proxy:
         """The conversation rebuilt, the turn and its runner, started (approvals settled and
         the first upstream response open)."""
         config = self.config
+        telemetry: RequestTelemetry = request.state.telemetry
+        telemetry.set_model(str(chat.body["model"]))
         signer = await self.signer()
         chat.messages, settlements = await rebuild(
             chat.messages, stash=self.store, signer=signer, client=client
@@ -296,13 +335,14 @@ class _Proxy:
         )
         runner = TurnRunner(
             turn,
-            self.upstream,
+            self.upstream.with_hooks(telemetry),
             store=self.store,
             settlements=settlements,
             max_tool_result_size=config.max_tool_result_size,
             state_ttl=config.approval_ttl,
             request_id=request.state.request_id,
             frames=frames(turn),
+            observer=telemetry,
         )
         try:
             await _while_connected(request.receive, runner.start())
@@ -311,9 +351,10 @@ class _Proxy:
             raise
         return runner
 
-    def _stream(self, frames: AsyncGenerator[bytes, None]) -> Response:
+    def _stream(self, request: Request, frames: AsyncGenerator[bytes, None]) -> Response:
+        telemetry: RequestTelemetry = request.state.telemetry
         return EventStreamResponse(  # type: ignore[return-value]
-            frames, keepalive_interval=self.config.keepalive_interval
+            telemetry.watch(frames), keepalive_interval=self.config.keepalive_interval
         )
 
     async def _complete(self, request: Request, runner: TurnRunner) -> dict[str, object]:
@@ -359,6 +400,11 @@ class _Proxy:
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    @_answering_errors
+    async def metrics(self, request: Request) -> Response:
+        self.authenticate(request)
+        return Response(self.telemetry.render(), media_type=CONTENT_TYPE_LATEST)
 
     @_answering_errors
     async def diagnostics(self, request: Request) -> Response:

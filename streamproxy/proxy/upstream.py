@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -26,7 +27,7 @@ import orjson
 
 from streamproxy.errors import UpstreamError
 
-__all__ = ["RetryPolicy", "Upstream", "UpstreamResponse", "is_deepseek_url"]
+__all__ = ["RetryPolicy", "Upstream", "UpstreamHooks", "UpstreamResponse", "is_deepseek_url"]
 
 # Statuses worth a second try: rate limited, and the two "try again" server errors.
 RETRY_STATUSES = frozenset({429, 500, 503})
@@ -52,6 +53,20 @@ class RetryPolicy:
             return retry_after if retry_after <= self.max_retry_after else None
         backoff: float = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return backoff * (0.5 + random.random() / 2)
+
+
+class UpstreamHooks(Protocol):
+    """What one request's telemetry adds to its upstream calls (``telemetry.py``)."""
+
+    def request_headers(self) -> Mapping[str, str]:
+        """Extra headers for each attempt (the W3C ``traceparent``)."""
+        ...
+
+    def retrying(self, attempt: int, error: UpstreamError) -> None: ...
+
+    def failed_upstream(self, error: UpstreamError) -> None: ...
+
+    def response_closed(self) -> None: ...
 
 
 def is_deepseek_url(url: str) -> bool:
@@ -136,24 +151,42 @@ class Upstream:
             base = base.removesuffix("/v1") + "/beta"
         return f"{base}/chat/completions"
 
+    def with_hooks(self, hooks: UpstreamHooks) -> Upstream:
+        """This upstream (same pool and counters) for one request, telling ``hooks``."""
+        return _HookedUpstream(self, hooks)
+
     async def open_chat(
-        self, body: Mapping[str, object], *, is_strict: bool = False
+        self,
+        body: Mapping[str, object],
+        *,
+        is_strict: bool = False,
+        hooks: UpstreamHooks | None = None,
     ) -> UpstreamResponse:
         """POST the chat request and return the open 2xx response, retrying before any byte.
 
         Raises:
             UpstreamError: every attempt failed; ``status`` is the upstream's (or 502/504).
         """
+        if hooks is None:
+            return await self._open_chat(body, is_strict, None)
+        try:
+            return await self._open_chat(body, is_strict, hooks)
+        except UpstreamError as error:
+            hooks.failed_upstream(error)
+            raise
+
+    async def _open_chat(
+        self, body: Mapping[str, object], is_strict: bool, hooks: UpstreamHooks | None
+    ) -> UpstreamResponse:
         content = orjson.dumps(body)
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         url = self.chat_url(is_strict=is_strict)
         attempt = 0
         while True:
             attempt += 1
+            extra = hooks.request_headers() if hooks is not None else {}
             request = self._client.build_request(
-                "POST",
-                url,
-                content=content,
-                headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+                "POST", url, content=content, headers={**headers, **extra}
             )
             error: UpstreamError
             retry_after: float | None = None
@@ -171,9 +204,10 @@ class Upstream:
                     raise await self._status_error(response, status=502)
                 if response.is_success:
                     self.open_responses += 1
-                    return UpstreamResponse(
-                        response, secret=self._api_key, on_close=self._response_closed
-                    )
+                    on_close = self._response_closed
+                    if hooks is not None:
+                        on_close = _both(hooks.response_closed, on_close)
+                    return UpstreamResponse(response, secret=self._api_key, on_close=on_close)
                 error = await self._status_error(response)
                 retry_after = _retry_after(response.headers)
                 if response.status_code not in RETRY_STATUSES:
@@ -181,6 +215,8 @@ class Upstream:
             delay = self.retry.delay(attempt, retry_after)
             if delay is None:
                 raise error
+            if hooks is not None:
+                hooks.retrying(attempt, error)
             await asyncio.sleep(delay)
 
     async def list_models(self) -> dict[str, object]:
@@ -247,6 +283,38 @@ class Upstream:
             status=status or response.status_code,
             body=body,
         )
+
+
+class _HookedUpstream(Upstream):
+    """An ``Upstream`` for one request: the shared one's chat calls, with the request's hooks."""
+
+    def __init__(self, shared: Upstream, hooks: UpstreamHooks) -> None:  # shares, no new pool
+        self.base_url = shared.base_url
+        self.is_deepseek = shared.is_deepseek
+        self.retry = shared.retry
+        self._shared = shared
+        self._hooks = hooks
+        self._api_key = shared._api_key
+        self._client = shared._client
+
+    async def open_chat(
+        self,
+        body: Mapping[str, object],
+        *,
+        is_strict: bool = False,
+        hooks: UpstreamHooks | None = None,
+    ) -> UpstreamResponse:
+        return await self._shared.open_chat(body, is_strict=is_strict, hooks=hooks or self._hooks)
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def call() -> None:
+        try:
+            first()
+        finally:
+            second()
+
+    return call
 
 
 def _is_json(headers: httpx.Headers) -> bool:
