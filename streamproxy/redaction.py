@@ -1,0 +1,302 @@
+"""One redaction layer: secrets never leave the process, in any encoding. Pure: no I/O.
+
+A :class:`Redactor` is built from the secrets to hide (the upstream key, the client keys, values
+of credential headers seen in a request) and replaces every occurrence with :data:`REDACTED`, a
+marker that tells nothing of the secret (not its length, not its first characters)::
+
+    redactor = Redactor({upstream_key, *client_keys})
+    redactor.redact_text(message)         # str -> str
+    redactor.redact_bytes(body)           # bytes -> bytes
+    redactor.redact_bytes(body[:65536], is_cut=True)   # also a secret's prefix at the cut
+
+    stream = redactor.stream()            # bytes arriving in pieces
+    for piece in pieces:
+        send(stream.feed(piece))          # holds back at most stream.holdback bytes
+    send(stream.flush())                  # the rest, at the end
+
+    logging.getLogger("streamproxy").addFilter(RedactingFilter(redactor))
+
+What is found, for each secret (each character matched in any of its forms, mixed freely):
+
+- the raw text (its UTF-8 bytes, for bytes);
+- JSON string escapes: ``\\uXXXX`` (either hex case) for any character, ``\\/`` for ``/``, the
+  short escapes (``\\"``, ``\\\\``, ``\\n``...), with 1 to 4 backslashes (JSON text quoted once
+  more inside JSON, and again) — so ``\\u0073k-...`` is caught on the raw text, before decoding;
+- URL encoding: ``%XX`` (either hex case) for any UTF-8 byte, ``+`` for a space;
+- with ``is_cut=True`` (text that was cut, such as an error body kept to 64 KiB): a trailing
+  *prefix* of a secret of at least :data:`MIN_CUT_PREFIX` characters (in any of the forms above,
+  a half-written escape at the very end included) is redacted too. Fewer characters than that are
+  left alone: three characters (``sk-``) are public, and short tails of ordinary text would match.
+
+Secrets shorter than :data:`MIN_SECRET_LENGTH` characters are ignored (listed in
+:attr:`Redactor.ignored`): a two-letter "key" would match ordinary text everywhere, and no real
+API key is that short. A caller that configures client keys should refuse or warn on those.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import Final
+
+__all__ = [
+    "MIN_CUT_PREFIX",
+    "MIN_SECRET_LENGTH",
+    "REDACTED",
+    "RedactingFilter",
+    "Redactor",
+    "StreamRedactor",
+    "install_log_redaction",
+]
+
+REDACTED: Final = "<redacted>"
+"""What a secret is replaced by: the same marker for every secret and every encoding."""
+
+MIN_SECRET_LENGTH: Final = 8
+"""Shorter secrets are ignored (they would match ordinary text; real keys are 20+ characters)."""
+
+MIN_CUT_PREFIX: Final = 4
+"""At a cut, a trailing prefix of a secret this long or longer is redacted (``sk-`` is public)."""
+
+_MAX_BACKSLASHES = 4
+_SHORT_ESCAPES = {'"': '"', "\\": "\\\\", "/": "/", "\b": "b", "\f": "f", "\n": "n", "\r": "r"}
+_SHORT_ESCAPES["\t"] = "t"
+# A half-written escape at the very end of cut text: backslashes, "\u" and up to three hex digits,
+# or "%" and up to one hex digit.
+_PARTIAL_ESCAPE = r"(?:\\{1,4}(?:u[0-9a-fA-F]{0,3})?|%[0-9a-fA-F]?)?"
+
+
+def _hex_pattern(value: int, width: int) -> str:
+    """``value`` as hex digits of ``width``, each letter matching either case."""
+    return "".join(
+        f"[{digit}{digit.upper()}]" if digit.isalpha() else digit for digit in f"{value:0{width}x}"
+    )
+
+
+def _json_unit_pattern(code: int) -> str:
+    """``\\uXXXX`` for one UTF-16 code unit, with 1 to 4 backslashes."""
+    return rf"\\{{1,{_MAX_BACKSLASHES}}}u" + _hex_pattern(code, 4)
+
+
+def _character_pattern(character: str) -> tuple[str, int]:
+    """A regex matching ``character`` in any supported form, and that form's longest length."""
+    code = ord(character)
+    raw = character.encode()
+    forms = [re.escape(character)]
+    if code < 0x10000:
+        forms.append(_json_unit_pattern(code))
+        json_length = _MAX_BACKSLASHES + 5
+    else:
+        high = 0xD800 + ((code - 0x10000) >> 10)
+        low = 0xDC00 + ((code - 0x10000) & 0x3FF)
+        forms.append(_json_unit_pattern(high) + _json_unit_pattern(low))
+        json_length = 2 * (_MAX_BACKSLASHES + 5)
+    if character in _SHORT_ESCAPES:
+        forms.append(rf"\\{{1,{_MAX_BACKSLASHES}}}" + re.escape(_SHORT_ESCAPES[character]))
+    forms.append("".join("%" + _hex_pattern(byte, 2) for byte in raw))
+    if character == " ":
+        forms.append(r"\+")
+    longest = max(json_length, 3 * len(raw))
+    return "(?:" + "|".join(forms) + ")", longest
+
+
+class _Secret:
+    """One secret's patterns: the whole of it, and its prefixes for cut text."""
+
+    def __init__(self, secret: str) -> None:
+        parts = [_character_pattern(character) for character in secret]
+        self.pattern = "".join(pattern for pattern, _ in parts)
+        self.longest = sum(length for _, length in parts)
+        # A prefix of at least MIN_CUT_PREFIX characters: c1..cN (cN+1 (cN+2 (...)?)?)?
+        tail = ""
+        for pattern, _ in reversed(parts[MIN_CUT_PREFIX:]):
+            tail = f"(?:{pattern}{tail})?"
+        head = "".join(pattern for pattern, _ in parts[:MIN_CUT_PREFIX])
+        self.prefix_pattern = head + tail
+
+
+class Redactor:
+    """Replaces the given secrets, in every encoding listed in the module docstring.
+
+    Args:
+        secrets: the values to hide; empty and short ones (see :data:`MIN_SECRET_LENGTH`) are
+            ignored and listed in :attr:`ignored`.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        unique = {secret for secret in secrets if secret}
+        self.secrets: frozenset[str] = frozenset(s for s in unique if len(s) >= MIN_SECRET_LENGTH)
+        """The secrets redacted."""
+        self.ignored: frozenset[str] = frozenset(unique - self.secrets)
+        """The secrets too short to redact."""
+        # Longest first, so a secret that contains another is replaced whole.
+        compiled = [_Secret(secret) for secret in sorted(self.secrets, key=lambda s: (-len(s), s))]
+        self.longest_encoded = max((secret.longest for secret in compiled), default=0)
+        """The most bytes one encoded secret can take (the stream hold-back is one less)."""
+        if compiled:
+            whole = "|".join(secret.pattern for secret in compiled)
+            prefix = "(?:" + "|".join(s.prefix_pattern for s in compiled) + ")" + _PARTIAL_ESCAPE
+            self._text = re.compile(whole)
+            self._bytes = re.compile(whole.encode())
+            self._text_prefix = re.compile(f"(?:{prefix})\\Z")
+            self._bytes_prefix = re.compile(f"(?:{prefix})\\Z".encode())
+        self._is_empty = not compiled
+
+    def __bool__(self) -> bool:
+        return not self._is_empty
+
+    def redact_text(self, text: str, *, is_cut: bool = False) -> str:
+        """``text`` with every secret replaced (with ``is_cut``, a prefix at the end too)."""
+        if self._is_empty:
+            return text
+        text = self._text.sub(REDACTED, text)
+        if is_cut:
+            text = self._cut_tail_text(text)
+        return text
+
+    def redact_bytes(self, data: bytes, *, is_cut: bool = False) -> bytes:
+        """``data`` with every secret replaced (with ``is_cut``, a prefix at the end too)."""
+        if self._is_empty:
+            return data
+        data = self._bytes.sub(REDACTED.encode(), data)
+        if is_cut:
+            data = self._cut_tail_bytes(data)
+        return data
+
+    def redact_json(self, value: object) -> object:
+        """A copy of a decoded JSON value with secrets replaced in every string, keys included."""
+        if self._is_empty:
+            return value
+        if isinstance(value, str):
+            return self.redact_text(value)
+        if isinstance(value, list):
+            return [self.redact_json(item) for item in value]
+        if isinstance(value, dict):
+            return {self.redact_json(key): self.redact_json(item) for key, item in value.items()}
+        return value
+
+    def contains_secret(self, data: str | bytes) -> bool:
+        """Whether ``data`` holds a whole secret in any form (for asserts and audits)."""
+        if self._is_empty:
+            return False
+        if isinstance(data, str):
+            return self._text.search(data) is not None
+        return self._bytes.search(data) is not None
+
+    def stream(self) -> StreamRedactor:
+        """A :class:`StreamRedactor` for data that arrives in pieces."""
+        return StreamRedactor(self)
+
+    def _cut_tail_text(self, text: str) -> str:
+        window = self.longest_encoded + 16
+        start = max(0, len(text) - window)
+        match = self._text_prefix.search(text, start)
+        return text if match is None else text[: match.start()] + REDACTED
+
+    def _cut_tail_bytes(self, data: bytes) -> bytes:
+        window = self.longest_encoded + 16
+        start = max(0, len(data) - window)
+        match = self._bytes_prefix.search(data, start)
+        return data if match is None else data[: match.start()] + REDACTED.encode()
+
+    def matches(self, data: bytes) -> Iterable[re.Match[bytes]]:
+        """The whole secrets in ``data``, left to right (none when there are no secrets)."""
+        return () if self._is_empty else self._bytes.finditer(data)
+
+
+class StreamRedactor:
+    """Redacts bytes that arrive in pieces; a secret split across pieces is still caught.
+
+    :meth:`feed` returns what is safe to send now and holds back at most :attr:`holdback` bytes
+    (the longest encoded secret's length minus one) that could still begin a secret;
+    :meth:`flush` returns the rest at the end (``is_cut=True`` when the stream was cut short, so
+    a secret's prefix at the end is redacted too).
+    """
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self.holdback = max(0, redactor.longest_encoded - 1)
+        self._pending = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """The redacted bytes that can be sent now (possibly empty)."""
+        if not self.redactor:
+            return data
+        buffer = self._pending + data
+        cutoff = len(buffer) - self.holdback
+        if cutoff <= 0:
+            self._pending = buffer
+            return b""
+        # A match starting before ``cutoff`` lies wholly inside ``buffer`` (no encoded secret is
+        # longer than holdback + 1), so it is final; later ones are looked at again next time.
+        output = bytearray()
+        position = 0
+        for match in self.redactor.matches(buffer):
+            if match.start() >= cutoff:
+                break
+            output += buffer[position : match.start()]
+            output += REDACTED.encode()
+            position = match.end()
+        end = max(cutoff, position)
+        output += buffer[position:end]
+        self._pending = buffer[end:]
+        return bytes(output)
+
+    def flush(self, *, is_cut: bool = False) -> bytes:
+        """Everything held back, redacted; the stream redactor is then empty."""
+        pending, self._pending = self._pending, b""
+        return self.redactor.redact_bytes(pending, is_cut=is_cut)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts every record: the message with its arguments, the
+    exception text and the stack text. It never drops a record.
+
+    Install it on the handlers as well as the loggers (a logger's filters do not see records
+    that propagate up from its children); :func:`install_log_redaction` does both.
+    """
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.redactor:
+            return True
+        redact = self.redactor.redact_text
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: keep what there is, redacted
+            message = f"{record.msg!s} {record.args!r}"
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+            record.exc_info = None  # a formatter would render it again, unredacted
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+LOGGERS: Final = ("streamproxy", "uvicorn", "uvicorn.error", "uvicorn.access", "starlette")
+"""The loggers whose records :func:`install_log_redaction` covers by default."""
+
+
+def install_log_redaction(redactor: Redactor, names: Iterable[str] = LOGGERS) -> RedactingFilter:
+    """Add one :class:`RedactingFilter` to each named logger, its handlers and the root's handlers.
+
+    Call it after logging is configured (uvicorn configures its loggers when it starts: call it
+    from the app's lifespan, or pass ``log_config=None`` to uvicorn and configure first).
+    """
+    redacting = RedactingFilter(redactor)
+    loggers = [logging.getLogger(name) for name in names] + [logging.getLogger()]
+    for logger in loggers:
+        if redacting not in logger.filters:
+            logger.addFilter(redacting)
+        for handler in logger.handlers:
+            if redacting not in handler.filters:
+                handler.addFilter(redacting)
+    return redacting
