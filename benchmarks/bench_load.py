@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx  # the maintained continuation of httpx: same API
 import orjson
 
 from benchmarks.bench_proxy import RELAY_APP, Server

@@ -49,7 +49,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx  # the maintained continuation of httpx: same API
 import orjson
 
 from streamproxy.cassette.format import (
@@ -67,7 +67,7 @@ SHORT = 5
 FIRST_CONTENT = re.compile(rb'"content":"[^"]')
 RELAY_APP = """
 import sys
-import httpx
+import httpx2 as httpx  # the maintained continuation of httpx: same API
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import StreamingResponse

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2 as httpx  # the maintained continuation of httpx: same API
 import orjson
 
 from streamproxy.errors import UpstreamError

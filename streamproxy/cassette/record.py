@@ -1,10 +1,13 @@
-"""Record what passes through any httpx transport.
+"""Record what passes through any httpx2 (or httpx) transport.
 
 ::
 
-    recorder = RecordTransport(httpx.HTTPTransport(), path="tests/cassettes/weather.cassette.json")
-    client = openai.OpenAI(http_client=httpx.Client(transport=recorder))
+    recorder = RecordTransport(httpx2.HTTPTransport(), path="tests/cassettes/weather.cassette.json")
+    client = openai.OpenAI(http_client=httpx2.Client(transport=recorder))
     ...  # every finished response is now in recorder.cassette, and saved to path
+
+The same class works inside an ``httpx.Client`` (the ``openai`` 2.x SDK) when it wraps an httpx
+transport (see :mod:`streamproxy.cassette.http_libraries`).
 
 The wrapper sits below httpx's decoders, so it keeps the body exactly as the socket delivered it:
 each chunk the inner transport yields is stored with its offset in milliseconds since the request
@@ -22,15 +25,23 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 
+from streamproxy.cassette import http_libraries
 from streamproxy.cassette.format import Cassette, Chunk, Interaction, RecordedResponse, dump
 from streamproxy.cassette.http import HOP_BY_HOP, recorded_request
+from streamproxy.cassette.http_libraries import (
+    AsyncBaseTransport,
+    AsyncByteStream,
+    BaseTransport,
+    SyncByteStream,
+    library_of,
+)
 from streamproxy.cassette.redact import redact_headers, scrub_bytes, scrub_chunks
 
 
-class RecordTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
-    """Wraps an ``httpx.BaseTransport`` or ``httpx.AsyncBaseTransport`` and records through it.
+class RecordTransport(BaseTransport, AsyncBaseTransport):
+    """Wraps a sync or async httpx2 (or httpx) transport and records through it.
 
     Args:
         inner: the transport that really sends requests.
@@ -41,7 +52,7 @@ class RecordTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     def __init__(
         self,
-        inner: httpx.BaseTransport | httpx.AsyncBaseTransport,
+        inner: httpx2.BaseTransport | httpx2.AsyncBaseTransport,
         *,
         cassette: Cassette | None = None,
         path: str | os.PathLike[str] | None = None,
@@ -52,16 +63,18 @@ class RecordTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         self.path = Path(path) if path is not None else None
         self._lock = threading.Lock()
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if not isinstance(self.inner, httpx.BaseTransport):
-            raise TypeError("RecordTransport wraps an async transport; use an httpx.AsyncClient")
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        inner = self.inner
+        if not http_libraries.is_sync_transport(inner):
+            raise TypeError("RecordTransport wraps an async transport; use an AsyncClient")
         started = time.monotonic()
         content = request.read()
-        response = self.inner.handle_request(request)
+        response = inner.handle_request(request)
         entry = _Entry(self, request, content, response, started)
-        if not isinstance(response.stream, httpx.SyncByteStream):
+        if not http_libraries.is_sync_byte_stream(response.stream):
             raise TypeError("the inner transport returned a response without a sync stream")
-        return httpx.Response(
+        response_class: type[httpx2.Response] = library_of(request).Response
+        return response_class(
             response.status_code,
             headers=response.headers,
             stream=_RecordingSyncStream(response.stream, entry),
@@ -69,16 +82,18 @@ class RecordTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
             extensions=response.extensions,
         )
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if not isinstance(self.inner, httpx.AsyncBaseTransport):
-            raise TypeError("RecordTransport wraps a sync transport; use an httpx.Client")
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        inner = self.inner
+        if not http_libraries.is_async_transport(inner):
+            raise TypeError("RecordTransport wraps a sync transport; use a Client")
         started = time.monotonic()
         content = await request.aread()
-        response = await self.inner.handle_async_request(request)
+        response = await inner.handle_async_request(request)
         entry = _Entry(self, request, content, response, started)
-        if not isinstance(response.stream, httpx.AsyncByteStream):
+        if not http_libraries.is_async_byte_stream(response.stream):
             raise TypeError("the inner transport returned a response without an async stream")
-        return httpx.Response(
+        response_class: type[httpx2.Response] = library_of(request).Response
+        return response_class(
             response.status_code,
             headers=response.headers,
             stream=_RecordingAsyncStream(response.stream, entry),
@@ -87,11 +102,11 @@ class RecordTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         )
 
     def close(self) -> None:
-        if isinstance(self.inner, httpx.BaseTransport):
+        if http_libraries.is_sync_transport(self.inner):
             self.inner.close()
 
     async def aclose(self) -> None:
-        if isinstance(self.inner, httpx.AsyncBaseTransport):
+        if http_libraries.is_async_transport(self.inner):
             await self.inner.aclose()
 
     def add(self, interaction: Interaction) -> None:
@@ -108,9 +123,9 @@ class _Entry:
     def __init__(
         self,
         recorder: RecordTransport,
-        request: httpx.Request,
+        request: httpx2.Request,
         content: bytes,
-        response: httpx.Response,
+        response: httpx2.Response,
         started: float,
     ) -> None:
         self.recorder = recorder
@@ -147,8 +162,8 @@ class _Entry:
         self.recorder.add(Interaction(request=self.request, response=response))
 
 
-class _RecordingSyncStream(httpx.SyncByteStream):
-    def __init__(self, inner: httpx.SyncByteStream, entry: _Entry) -> None:
+class _RecordingSyncStream(SyncByteStream):
+    def __init__(self, inner: httpx2.SyncByteStream, entry: _Entry) -> None:
         self.inner = inner
         self.entry = entry
 
@@ -167,8 +182,8 @@ class _RecordingSyncStream(httpx.SyncByteStream):
             self.entry.finish()
 
 
-class _RecordingAsyncStream(httpx.AsyncByteStream):
-    def __init__(self, inner: httpx.AsyncByteStream, entry: _Entry) -> None:
+class _RecordingAsyncStream(AsyncByteStream):
+    def __init__(self, inner: httpx2.AsyncByteStream, entry: _Entry) -> None:
         self.inner = inner
         self.entry = entry
 

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import httpx
+import httpx2 as httpx  # the maintained continuation of httpx: same API
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request

@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-import httpx
+import httpx2 as httpx  # the maintained continuation of httpx: same API
 import orjson
 
 from streamproxy.config import Config

@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2 as httpx  # the maintained continuation of httpx: same API
 import pytest
 
 from streamproxy.config import Config

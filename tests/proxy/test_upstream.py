@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 
-import httpx
+import httpx2 as httpx  # the maintained continuation of httpx: same API
 import pytest
 
 from streamproxy.errors import UpstreamError
