@@ -188,17 +188,26 @@ class Redactor:
         """A :class:`StreamRedactor` for data that arrives in pieces."""
         return StreamRedactor(self)
 
+    def trailing_prefix_start(self, data: bytes) -> int | None:
+        """Where a secret's prefix (:data:`MIN_CUT_PREFIX` characters or more) ends ``data``.
+
+        ``None`` when ``data`` does not end in one. For cut data kept as pieces (a cassette's
+        chunks), where :meth:`redact_bytes` would lose the boundaries.
+        """
+        if self._is_empty:
+            return None
+        start = max(0, len(data) - self.longest_encoded - 16)
+        match = self._bytes_prefix.search(data, start)
+        return None if match is None else match.start()
+
     def _cut_tail_text(self, text: str) -> str:
-        window = self.longest_encoded + 16
-        start = max(0, len(text) - window)
+        start = max(0, len(text) - self.longest_encoded - 16)
         match = self._text_prefix.search(text, start)
         return text if match is None else text[: match.start()] + REDACTED
 
     def _cut_tail_bytes(self, data: bytes) -> bytes:
-        window = self.longest_encoded + 16
-        start = max(0, len(data) - window)
-        match = self._bytes_prefix.search(data, start)
-        return data if match is None else data[: match.start()] + REDACTED.encode()
+        start = self.trailing_prefix_start(data)
+        return data if start is None else data[:start] + REDACTED.encode()
 
     def matches(self, data: bytes) -> Iterable[re.Match[bytes]]:
         """The whole secrets in ``data``, left to right (none when there are no secrets)."""

@@ -87,14 +87,21 @@ def _remember(value: str, secrets: set[str]) -> None:
             secrets.add(candidate)
 
 
-def scrub_chunks(chunks: Sequence[Chunk], secrets: Iterable[str]) -> list[Chunk]:
+def scrub_chunks(
+    chunks: Sequence[Chunk], secrets: Iterable[str], *, is_cut: bool = False
+) -> list[Chunk]:
     """``chunks`` with every secret replaced, even one split across chunk boundaries.
 
     A replacement goes into the chunk where the secret started; chunks left empty are dropped;
-    all other boundaries stay where they were.
+    all other boundaries stay where they were. With ``is_cut`` (a body that ended early), a
+    secret's prefix at the very end is replaced too.
     """
     body = b"".join(chunk.data for chunk in chunks)
-    spans = _secret_spans(body, secrets)
+    redactor = Redactor(secrets)
+    spans = [match.span() for match in redactor.matches(body)]
+    tail = redactor.trailing_prefix_start(body) if is_cut else None
+    if tail is not None and (not spans or spans[-1][1] <= tail):
+        spans.append((tail, len(body)))
     if not spans:
         return list(chunks)
     ends = list(itertools.accumulate(len(chunk.data) for chunk in chunks))
@@ -118,8 +125,3 @@ def scrub_chunks(chunks: Sequence[Chunk], secrets: Iterable[str]) -> list[Chunk]
         for chunk, data in zip(chunks, pieces, strict=True)
         if data
     ]
-
-
-def _secret_spans(body: bytes, secrets: Iterable[str]) -> list[tuple[int, int]]:
-    """Non-overlapping ``(start, stop)`` spans of secrets (in any encoding) in ``body``."""
-    return [match.span() for match in Redactor(secrets).matches(body)]
