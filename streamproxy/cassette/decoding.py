@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from streamproxy.errors import CassetteError
 
@@ -50,10 +50,15 @@ def encodings_of(header: str) -> list[str]:
 
 
 class _Inflater:
-    """One zlib stream; ``deflate`` that is not zlib-wrapped is retried as raw deflate."""
+    """One zlib stream; ``deflate`` that is not zlib-wrapped is retried as raw deflate.
 
-    def __init__(self, coding: str) -> None:
+    Raises ``CassetteError`` as soon as its output passes ``limit`` bytes.
+    """
+
+    def __init__(self, coding: str, limit: int) -> None:
         self.coding = coding
+        self.limit = limit
+        self.produced = 0
         self.is_deflate = coding == "deflate"
         self.started = False
         self.engine = zlib.decompressobj(_GZIP_OR_ZLIB)
@@ -74,7 +79,7 @@ class _Inflater:
                     raise CassetteError(f"the {self.coding} body is corrupt ({error})") from None
                 pending = self.engine.unconsumed_tail
                 if piece:
-                    yield piece
+                    yield self._counted(piece)
                 if self.engine.eof or (not pending and len(piece) < _STEP):
                     break
             if self.engine.eof:
@@ -82,9 +87,17 @@ class _Inflater:
 
     def flush(self) -> bytes:
         try:
-            return self.engine.flush()
+            return self._counted(self.engine.flush())
         except zlib.error as error:
             raise CassetteError(f"the {self.coding} body is corrupt ({error})") from None
+
+    def _counted(self, output: bytes) -> bytes:
+        self.produced += len(output)
+        if self.produced > self.limit:
+            raise CassetteError(
+                f"the body decodes to more than {self.limit} bytes (a compression bomb?)"
+            )
+        return output
 
 
 class ChunkDecoder:
@@ -104,40 +117,22 @@ class ChunkDecoder:
                 "(gzip and deflate are decoded)"
             )
         self.limit = limit
-        self.produced = 0
-        # Applied left to right, so undone right to left.
-        self.stages = [_Inflater(name) for name in reversed(codings)]
+        # Applied left to right, so undone right to left; each stage is bounded on its own.
+        self.stages = [_Inflater(name, limit) for name in reversed(codings)]
 
     def decode(self, data: bytes) -> bytes:
         """The decoded bytes ``data`` gives (possibly empty)."""
         pieces = [data]
         for stage in self.stages:
-            pieces = list(self._run(stage, pieces))
-        return self._count(b"".join(pieces))
+            pieces = [output for piece in pieces for output in stage.decode(piece)]
+        return b"".join(pieces)
 
     def flush(self) -> bytes:
         """Whatever the decoders still hold, at the end of the body."""
         tail = b""
         for stage in self.stages:
-            tail = b"".join(self._run(stage, [tail])) + stage.flush()
-        return self._count(tail)
-
-    def _run(self, stage: _Inflater, pieces: Iterable[bytes]) -> Iterator[bytes]:
-        for piece in pieces:
-            for output in stage.decode(piece):
-                yield self._check(output)
-
-    def _check(self, output: bytes) -> bytes:
-        if self.produced + len(output) > self.limit:
-            raise CassetteError(
-                f"the body decodes to more than {self.limit} bytes (a compression bomb?)"
-            )
-        return output
-
-    def _count(self, output: bytes) -> bytes:
-        self._check(output)
-        self.produced += len(output)
-        return output
+            tail = b"".join(stage.decode(tail)) + stage.flush()
+        return tail
 
 
 def decode_body(body: bytes, header: str, *, limit: int = MAX_BODY_BYTES) -> bytes:
