@@ -99,8 +99,10 @@ class Plan:
             raise ValueError(f"a plan is a JSON object, not {type(value).__name__}")
         fields = dict(value)
         interaction = fields.pop("interaction", None)
-        if interaction is not None and (not isinstance(interaction, int) or interaction < 0):
-            raise ValueError(f"interaction must be an index >= 0, not {interaction!r}")
+        if interaction is not None and (
+            not isinstance(interaction, int) or isinstance(interaction, bool) or interaction < 0
+        ):
+            raise ValueError(f"interaction must be an index >= 0, not {interaction!r:.40}")
         known = {item.name for item in dataclasses.fields(Faults)}
         unknown = sorted(set(fields) - known)
         if unknown:
@@ -110,6 +112,12 @@ class Plan:
         except TypeError as error:
             raise ValueError(str(error)) from None
         return cls(interaction=interaction, faults=faults)
+
+
+RECEIVED_LIMIT = 1000
+"""How many received requests :attr:`Replayer.received` keeps: the newest 1000 (a ring)."""
+PLAN_LIMIT = 10_000
+"""The most scripted plans waiting at once."""
 
 
 class Replayer:
@@ -144,7 +152,8 @@ class Replayer:
         self.factor = timing_factor(timing)
         self.faults = faults
         self.player = Player(cassette, matcher=matcher, is_strict=is_strict)
-        self.received: list[RecordedRequest] = []
+        self.received: deque[RecordedRequest] = deque(maxlen=RECEIVED_LIMIT)
+        """The requests answered, oldest first: the newest :data:`RECEIVED_LIMIT` of them."""
         self.plan: deque[Plan] = deque()
         """Scripted answers for the next requests, oldest first (see :meth:`add_plan`)."""
         self._lock = threading.Lock()
@@ -153,7 +162,8 @@ class Replayer:
         """Answer the next requests, one plan each, in arrival order, before any matching.
 
         Raises:
-            CassetteError: a plan names an interaction the cassette does not have.
+            CassetteError: a plan names an interaction the cassette does not have, or more than
+                :data:`PLAN_LIMIT` plans would be waiting.
         """
         plans = list(plans)
         count = len(self.cassette.interactions)
@@ -163,6 +173,10 @@ class Replayer:
                     f"plan names interaction {plan.interaction}; the cassette has {count}"
                 )
         with self._lock:
+            if len(self.plan) + len(plans) > PLAN_LIMIT:
+                raise CassetteError(
+                    f"at most {PLAN_LIMIT} plans can wait; {len(self.plan)} are waiting"
+                )
             self.plan.extend(plans)
 
     def answer(self, request: RecordedRequest) -> Answer:
