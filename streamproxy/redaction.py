@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from typing import Final
+from typing import AnyStr, Final
 
 __all__ = [
     "MIN_CUT_PREFIX",
@@ -74,9 +74,15 @@ def _hex_pattern(value: int, width: int) -> str:
     )
 
 
+# Every form starts with a literal character, so the regex engine can skip ahead to the places
+# where a form may start instead of trying every alternative at every byte (about 4x faster).
+_BACKSLASHES = rf"\\\\{{0,{_MAX_BACKSLASHES - 1}}}"
+"""1 to 4 backslashes: one, then up to three more."""
+
+
 def _json_unit_pattern(code: int) -> str:
     """``\\uXXXX`` for one UTF-16 code unit, with 1 to 4 backslashes."""
-    return rf"\\{{1,{_MAX_BACKSLASHES}}}u" + _hex_pattern(code, 4)
+    return _BACKSLASHES + "u" + _hex_pattern(code, 4)
 
 
 def _character_pattern(character: str) -> tuple[str, int]:
@@ -93,7 +99,7 @@ def _character_pattern(character: str) -> tuple[str, int]:
         forms.append(_json_unit_pattern(high) + _json_unit_pattern(low))
         json_length = 2 * (_MAX_BACKSLASHES + 5)
     if character in _SHORT_ESCAPES:
-        forms.append(rf"\\{{1,{_MAX_BACKSLASHES}}}" + re.escape(_SHORT_ESCAPES[character]))
+        forms.append(_BACKSLASHES + re.escape(_SHORT_ESCAPES[character]))
     forms.append("".join("%" + _hex_pattern(byte, 2) for byte in raw))
     if character == " ":
         forms.append(r"\+")
@@ -107,6 +113,8 @@ class _Secret:
     def __init__(self, secret: str) -> None:
         parts = [_character_pattern(character) for character in secret]
         self.pattern = "".join(pattern for pattern, _ in parts)
+        self.text = re.compile(self.pattern)
+        self.bytes = re.compile(self.pattern.encode())
         self.longest = sum(length for _, length in parts)
         # A prefix of at least MIN_CUT_PREFIX characters: c1..cN (cN+1 (cN+2 (...)?)?)?
         tail = ""
@@ -130,15 +138,12 @@ class Redactor:
         """The secrets redacted."""
         self.ignored: frozenset[str] = frozenset(unique - self.secrets)
         """The secrets too short to redact."""
-        # Longest first, so a secret that contains another is replaced whole.
         compiled = [_Secret(secret) for secret in sorted(self.secrets, key=lambda s: (-len(s), s))]
         self.longest_encoded = max((secret.longest for secret in compiled), default=0)
         """The most bytes one encoded secret can take (the stream hold-back is one less)."""
+        self._compiled = compiled
         if compiled:
-            whole = "|".join(secret.pattern for secret in compiled)
             prefix = "(?:" + "|".join(s.prefix_pattern for s in compiled) + ")" + _PARTIAL_ESCAPE
-            self._text = re.compile(whole)
-            self._bytes = re.compile(whole.encode())
             self._text_prefix = re.compile(f"(?:{prefix})\\Z")
             self._bytes_prefix = re.compile(f"(?:{prefix})\\Z".encode())
         self._is_empty = not compiled
@@ -150,7 +155,7 @@ class Redactor:
         """``text`` with every secret replaced (with ``is_cut``, a prefix at the end too)."""
         if self._is_empty:
             return text
-        text = self._text.sub(REDACTED, text)
+        text = _replace(text, self._text_spans(text), REDACTED)
         if is_cut:
             text = self._cut_tail_text(text)
         return text
@@ -159,7 +164,7 @@ class Redactor:
         """``data`` with every secret replaced (with ``is_cut``, a prefix at the end too)."""
         if self._is_empty:
             return data
-        data = self._bytes.sub(REDACTED.encode(), data)
+        data = _replace(data, self.spans(data), REDACTED.encode())
         if is_cut:
             data = self._cut_tail_bytes(data)
         return data
@@ -181,8 +186,8 @@ class Redactor:
         if self._is_empty:
             return False
         if isinstance(data, str):
-            return self._text.search(data) is not None
-        return self._bytes.search(data) is not None
+            return any(secret.text.search(data) for secret in self._compiled)
+        return any(secret.bytes.search(data) for secret in self._compiled)
 
     def stream(self) -> StreamRedactor:
         """A :class:`StreamRedactor` for data that arrives in pieces."""
@@ -209,9 +214,39 @@ class Redactor:
         start = self.trailing_prefix_start(data)
         return data if start is None else data[:start] + REDACTED.encode()
 
-    def matches(self, data: bytes) -> Iterable[re.Match[bytes]]:
-        """The whole secrets in ``data``, left to right (none when there are no secrets)."""
-        return () if self._is_empty else self._bytes.finditer(data)
+    def spans(self, data: bytes) -> list[tuple[int, int]]:
+        """``(start, stop)`` of each whole secret in ``data``, left to right, not overlapping
+        (two secrets that overlap give one span covering both)."""
+        return _pick_spans(data, [secret.bytes for secret in self._compiled])
+
+    def _text_spans(self, text: str) -> list[tuple[int, int]]:
+        return _pick_spans(text, [secret.text for secret in self._compiled])
+
+
+def _pick_spans(data: AnyStr, patterns: list[re.Pattern[AnyStr]]) -> list[tuple[int, int]]:
+    """The spans of the patterns' matches, left to right; overlapping ones are merged, so two
+    distinct secrets that overlap in the text are replaced together."""
+    found = sorted(match.span() for pattern in patterns for match in pattern.finditer(data))
+    merged: list[tuple[int, int]] = []
+    for start, stop in found:
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(stop, merged[-1][1]))
+        else:
+            merged.append((start, stop))
+    return merged
+
+
+def _replace(data: AnyStr, spans: list[tuple[int, int]], marker: AnyStr) -> AnyStr:
+    if not spans:
+        return data
+    pieces = []
+    position = 0
+    for start, stop in spans:
+        pieces.append(data[position:start])
+        pieces.append(marker)
+        position = stop
+    pieces.append(data[position:])
+    return data[:0].join(pieces)
 
 
 class StreamRedactor:
@@ -241,12 +276,12 @@ class StreamRedactor:
         # longer than holdback + 1), so it is final; later ones are looked at again next time.
         output = bytearray()
         position = 0
-        for match in self.redactor.matches(buffer):
-            if match.start() >= cutoff:
+        for start, stop in self.redactor.spans(buffer):
+            if start >= cutoff:
                 break
-            output += buffer[position : match.start()]
+            output += buffer[position:start]
             output += REDACTED.encode()
-            position = match.end()
+            position = stop
         end = max(cutoff, position)
         output += buffer[position:end]
         self._pending = buffer[end:]

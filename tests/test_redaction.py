@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import string
@@ -160,6 +161,14 @@ def test_the_probes_that_leaked() -> None:
     assert redactor.redact_json({KEY: [KEY, 1, None]}) == {REDACTED: [REDACTED, 1, None]}
 
 
+def test_non_ascii_secrets_in_json_and_url_forms() -> None:
+    secret = "ключ-secret-😀-value"
+    redactor = Redactor({secret})
+    for form in (secret, json.dumps(secret)[1:-1], quote(secret), quote_plus(secret)):
+        assert redactor.redact_text(f"<{form}>") == f"<{REDACTED}>", form
+        assert redactor.redact_bytes(f"<{form}>".encode()) == f"<{REDACTED}>".encode(), form
+
+
 def test_the_marker_names_nothing_of_the_secret() -> None:
     first = Redactor({KEY}).redact_text(KEY)
     second = Redactor({"another-secret-value"}).redact_text("another-secret-value")
@@ -169,6 +178,11 @@ def test_the_marker_names_nothing_of_the_secret() -> None:
 def test_a_longer_secret_containing_a_shorter_one_is_replaced_whole() -> None:
     redactor = Redactor({"abcdefgh", "abcdefgh-and-more"})
     assert redactor.redact_text("[abcdefgh-and-more]") == f"[{REDACTED}]"
+
+
+def test_two_secrets_that_overlap_in_the_text_are_replaced_together() -> None:
+    redactor = Redactor({"abcdefgh", "efghijklmnop"})
+    assert redactor.redact_text("[abcdefghijklmnop]") == f"[{REDACTED}]"
 
 
 def test_the_log_filter_redacts_message_arguments_and_exceptions() -> None:

@@ -98,7 +98,7 @@ def scrub_chunks(
     """
     body = b"".join(chunk.data for chunk in chunks)
     redactor = Redactor(secrets)
-    spans = [match.span() for match in redactor.matches(body)]
+    spans = redactor.spans(body)
     tail = redactor.trailing_prefix_start(body) if is_cut else None
     if tail is not None and (not spans or spans[-1][1] <= tail):
         spans.append((tail, len(body)))
