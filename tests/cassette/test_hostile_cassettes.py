@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx2
 import orjson
@@ -14,8 +15,10 @@ import pytest
 
 from streamproxy.cassette import RecordTransport, decoding, dumps, format, loads, read_cassette
 from streamproxy.cassette.decoding import ChunkDecoder, decode_base64, decode_body
+from streamproxy.cassette.passthrough import create_record_app
 from streamproxy.cassette.record import TRUNCATED_HEADER
 from streamproxy.errors import CassetteError
+from streamproxy.redaction import Redactor
 
 KEY = "sk-live-0123456789abcdefSECRET"
 SSE = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\ndata: [DONE]\n\n'
@@ -339,3 +342,39 @@ def test_record_keeps_a_bomb_only_as_far_as_the_cap(monkeypatch: pytest.MonkeyPa
     (interaction,) = recorder.cassette.interactions
     assert len(interaction.response.body) <= 1024 * 1024
     assert "longer than 1048576 bytes" in interaction.response.headers[TRUNCATED_HEADER]
+
+
+def test_streamproxy_record_stores_a_gzip_error_body_scrubbed(tmp_path) -> None:
+    """The probe: an upstream that ignores ``accept-encoding: identity`` and echoes the key,
+    JSON-escaped, in a gzip 401 body; the cassette file holds it in no form."""
+    echoed = b'{"error":{"message":"bad key \\u0073' + KEY[1:].encode() + b'"}}'
+
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        async def pieces() -> AsyncIterator[bytes]:
+            compressed = gzip.compress(echoed)
+            yield compressed[:10]
+            yield compressed[10:]
+
+        headers = {"content-type": "application/json", "content-encoding": "gzip"}
+        return httpx2.Response(401, headers=headers, content=pieces())
+
+    path = tmp_path / "rec.cassette.json"
+    app = create_record_app(
+        "https://api.deepseek.com", RecordTransport(httpx2.MockTransport(upstream), path=path)
+    )
+
+    async def scenario() -> httpx2.Response:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://rec") as client:
+            return await client.post(
+                "/chat/completions", json={}, headers={"authorization": f"Bearer {KEY}"}
+            )
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 401
+    assert response.content == echoed  # the client gets the upstream's answer, decoded by httpx2
+    text = path.read_text()
+    assert not Redactor({KEY}).contains_secret(text)
+    (interaction,) = format.load(path).interactions
+    assert interaction.response.body == b'{"error":{"message":"bad key <redacted>"}}'
+    assert "content-encoding" not in interaction.response.headers
