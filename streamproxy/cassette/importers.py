@@ -359,4 +359,6 @@ def _read_directory(path: Path) -> Cassette:
     merged = Cassette(source=f"every recording in {path}")
     for file in files:
         merged.interactions.extend(read_cassette(file).interactions)
+        if len(merged.interactions) > MAX_INTERACTIONS:
+            raise CassetteError(f"{path}: more than {MAX_INTERACTIONS} interactions in all")
     return merged
