@@ -136,3 +136,14 @@ def test_record_process_records_a_replay_process_without_the_key(tmp_path) -> No
     assert interaction.request is not None
     assert interaction.request.headers["authorization"] == "<redacted>"
     assert interaction.request.body["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def test_a_replay_process_refuses_a_huge_event_plan_and_keeps_serving() -> None:
+    with running("replay", str(DEMO), "--match", "turn") as url:
+        refused = httpx2.post(f"{url}/_streamproxy/plan", json=[{"huge_event": 400 * 2**20}])
+        assert refused.status_code == 400
+        assert "huge_event must be in [128, 33554432]" in refused.json()["error"]["message"]
+        assert httpx2.get(f"{url}/_streamproxy/plan").json() == []
+        reply = httpx2.post(f"{url}/v1/chat/completions", json={"stream": True})
+        assert reply.status_code == 200
+        assert reply.content == load(DEMO).interactions[0].response.body
