@@ -313,8 +313,8 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad format string: keep what there is, redacted
             message = f"{record.msg!s} {record.args!r}"
-        record.msg = redact(message)
-        record.args = None
+        if self.redactor.contains_secret(message):
+            self._redact_message(record, message)
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -323,6 +323,39 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         return True
+
+    def _redact_message(self, record: logging.LogRecord, message: str) -> None:
+        """Redact each argument, keeping ``args`` for formatters that read them (uvicorn's
+        access log unpacks them); if the secret is still in the message (split across
+        arguments, or in the format string), the formatted message replaces both."""
+        redacted = self._redacted_arguments(record.args)
+        if redacted is not None:
+            candidate = logging.makeLogRecord(
+                {"msg": self.redactor.redact_text(str(record.msg)), "args": redacted}
+            )
+            try:
+                text = candidate.getMessage()
+            except Exception:
+                text = None
+            if text is not None and not self.redactor.contains_secret(text):
+                record.msg, record.args = candidate.msg, candidate.args
+                return
+        record.msg = self.redactor.redact_text(message)
+        record.args = None
+
+    def _redacted_arguments(self, args: object) -> tuple[object, ...] | dict[str, object] | None:
+        if isinstance(args, tuple):
+            return tuple(self._redacted_argument(value) for value in args)
+        if isinstance(args, dict):
+            return {key: self._redacted_argument(value) for key, value in args.items()}
+        return None
+
+    def _redacted_argument(self, value: object) -> object:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value  # numbers hold no secret, and %d needs a number
+        text = value if isinstance(value, str) else str(value)
+        redacted = self.redactor.redact_text(text)
+        return value if redacted == text else redacted
 
 
 LOGGERS: Final = ("streamproxy", "uvicorn", "uvicorn.error", "uvicorn.access", "starlette")

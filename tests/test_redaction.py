@@ -226,3 +226,29 @@ def test_install_covers_records_propagated_from_child_loggers() -> None:
         logging.getLogger().removeFilter(redacting)
         for root_handler in logging.getLogger().handlers:
             root_handler.removeFilter(redacting)
+
+
+def test_the_log_filter_keeps_arguments_for_formatters_that_unpack_them() -> None:
+    """uvicorn's access formatter unpacks ``record.args``: they must stay a tuple."""
+    redactor = Redactor({KEY})
+    record = logging.makeLogRecord(
+        {"msg": '%s - "%s %s HTTP/%s" %d', "args": ("1.2.3.4", "GET", f"/x?key={KEY}", "1.1", 200)}
+    )
+    assert RedactingFilter(redactor).filter(record)
+    assert isinstance(record.args, tuple)
+    assert record.args == ("1.2.3.4", "GET", f"/x?key={REDACTED}", "1.1", 200)
+    assert KEY not in record.getMessage()
+
+
+def test_the_log_filter_catches_a_secret_split_across_arguments() -> None:
+    redactor = Redactor({KEY})
+    record = logging.makeLogRecord({"msg": "%s%s", "args": (KEY[:10], KEY[10:])})
+    RedactingFilter(redactor).filter(record)
+    assert record.getMessage() == REDACTED
+
+
+def test_the_log_filter_leaves_clean_records_alone() -> None:
+    record = logging.makeLogRecord({"msg": "hello %s %d", "args": ("world", 3)})
+    RedactingFilter(Redactor({KEY})).filter(record)
+    assert record.msg == "hello %s %d"
+    assert record.args == ("world", 3)
