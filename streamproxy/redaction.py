@@ -31,6 +31,15 @@ What is found, for each secret (each character matched in any of its forms, mixe
 Secrets shorter than :data:`MIN_SECRET_LENGTH` characters are ignored (listed in
 :attr:`Redactor.ignored`): a two-letter "key" would match ordinary text everywhere, and no real
 API key is that short. A caller that configures client keys should refuse or warn on those.
+
+Where it must run: at every egress, after the last byte is known and before it leaves — each
+frame sent to a client (one :class:`StreamRedactor` per response), each error body and error
+message (``is_cut=True`` for a body kept only to a limit), every log record
+(:func:`install_log_redaction`, audit lines included), and every cassette (the recorder and the
+importers use it through :mod:`streamproxy.cassette.redact`). Scrubbing decoded JSON only is not
+enough (an escape such as ``\\u0073k-`` decodes *into* the key), and scrubbing raw text only is
+not enough either unless the escaped forms are matched too: this module matches them all on the
+raw text.
 """
 
 from __future__ import annotations
