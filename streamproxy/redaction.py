@@ -265,11 +265,20 @@ class StreamRedactor:
     (the longest encoded secret's length minus one) that could still begin a secret;
     :meth:`flush` returns the rest at the end (``is_cut=True`` when the stream was cut short, so
     a secret's prefix at the end is redacted too).
+
+    Nothing is held back past a line feed when no secret contains a line break (no encoded form
+    of such a secret holds a raw ``\\n`` byte, so no match can span one): an SSE event, which ends
+    with a blank line, is released whole as soon as it has arrived, with no added latency.
+
+    A secret is caught when it is contiguous in the bytes, in one of the forms above. A secret
+    split across two SSE events (two content deltas) is contiguous only in the text a client
+    assembles; that text needs its own :meth:`Redactor.redact_text`.
     """
 
     def __init__(self, redactor: Redactor) -> None:
         self.redactor = redactor
         self.holdback = max(0, redactor.longest_encoded - 1)
+        self._release_at_line_feed = not any("\n" in s or "\r" in s for s in redactor.secrets)
         self._pending = b""
 
     def feed(self, data: bytes) -> bytes:
@@ -278,11 +287,14 @@ class StreamRedactor:
             return data
         buffer = self._pending + data
         cutoff = len(buffer) - self.holdback
+        if self._release_at_line_feed:
+            cutoff = max(cutoff, buffer.rfind(b"\n") + 1)
         if cutoff <= 0:
             self._pending = buffer
             return b""
         # A match starting before ``cutoff`` lies wholly inside ``buffer`` (no encoded secret is
-        # longer than holdback + 1), so it is final; later ones are looked at again next time.
+        # longer than holdback + 1, and none spans a line feed), so it is final; later ones are
+        # looked at again next time.
         output = bytearray()
         position = 0
         for start, stop in self.redactor.spans(buffer):

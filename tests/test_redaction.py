@@ -252,3 +252,19 @@ def test_the_log_filter_leaves_clean_records_alone() -> None:
     RedactingFilter(Redactor({KEY})).filter(record)
     assert record.msg == "hello %s %d"
     assert record.args == ("world", 3)
+
+
+def test_the_stream_releases_a_whole_sse_event_at_once() -> None:
+    stream = Redactor({KEY}).stream()
+    event = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
+    assert stream.feed(event) == event  # nothing held back: no added latency
+    assert stream.feed(b'data: {"x": "' + KEY[:5].encode()) == b""  # could begin the key
+    assert stream.feed(KEY[5:].encode() + b'"}\n\n') == b'data: {"x": "<redacted>"}\n\n'
+    assert stream.flush() == b""
+
+
+def test_a_secret_with_a_line_feed_is_still_held_across_lines() -> None:
+    secret = "line-one\nline-two"
+    stream = Redactor({secret}).stream()
+    output = stream.feed(b"[line-one\n") + stream.feed(b"line-two]") + stream.flush()
+    assert output == f"[{REDACTED}]".encode()
