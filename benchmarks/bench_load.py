@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2
 import orjson
 
 from benchmarks.bench_proxy import RELAY_APP, Server
@@ -422,7 +422,7 @@ def read_frames(result: StreamResult, frames: list[bytes]) -> None:
 
 
 async def run_stream(
-    client: httpx.AsyncClient,
+    client: httpx2.AsyncClient,
     url: str,
     conversation: Conversation,
     *,
@@ -448,7 +448,7 @@ async def run_stream(
                 read_frames(result, frames)
             if buffer.strip():
                 result.failure = f"the body ended inside a frame: {buffer[:100]!r}"
-    except httpx.HTTPError as error:
+    except httpx2.HTTPError as error:
         result.failure = f"{type(error).__name__}: {error}"
     return result
 
@@ -489,8 +489,8 @@ def check(result: StreamResult, *, through_proxy: bool) -> list[str]:
     return problems
 
 
-def client_limits(concurrency: int) -> httpx.Limits:
-    return httpx.Limits(max_connections=concurrency + 16, max_keepalive_connections=concurrency)
+def client_limits(concurrency: int) -> httpx2.Limits:
+    return httpx2.Limits(max_connections=concurrency + 16, max_keepalive_connections=concurrency)
 
 
 async def run_load(
@@ -510,8 +510,8 @@ async def run_load(
                 peak = max(peak, rss(pid))
             await asyncio.sleep(0.02)
 
-    async with httpx.AsyncClient(
-        timeout=httpx.Timeout(60.0), limits=client_limits(len(conversations))
+    async with httpx2.AsyncClient(
+        timeout=httpx2.Timeout(60.0), limits=client_limits(len(conversations))
     ) as client:
         sampler = asyncio.create_task(sample())
         started = time.perf_counter()
@@ -665,7 +665,7 @@ async def open_streams(
     first_tokens = 0
     all_open = asyncio.Event()
 
-    async def hold(client: httpx.AsyncClient, conversation: Conversation) -> None:
+    async def hold(client: httpx2.AsyncClient, conversation: Conversation) -> None:
         nonlocal first_tokens
         async with client.stream(
             "POST", f"{url}/v1/chat/completions", json=chat_body(conversation, progress=False)
@@ -678,8 +678,8 @@ async def open_streams(
                         all_open.set()
                     await asyncio.Event().wait()  # hold the stream open until cancelled
 
-    async with httpx.AsyncClient(
-        timeout=httpx.Timeout(HOLD_MS / 1000), limits=client_limits(len(conversations))
+    async with httpx2.AsyncClient(
+        timeout=httpx2.Timeout(HOLD_MS / 1000), limits=client_limits(len(conversations))
     ) as client:
         tasks = [asyncio.create_task(hold(client, item)) for item in conversations]
         waiter = asyncio.create_task(all_open.wait())
@@ -832,7 +832,7 @@ async def soak(
     async def worker(pool: list[Conversation], offset: int) -> None:
         nonlocal checked, failed
         position = offset
-        async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as client:
+        async with httpx2.AsyncClient(timeout=httpx2.Timeout(120.0)) as client:
             while time.monotonic() < deadline:
                 conversation = pool[position % len(pool)]
                 position += 1
@@ -845,7 +845,7 @@ async def soak(
                         failures.append(f"{conversation.name}: {problems}")
 
     async def sampler() -> None:
-        async with httpx.AsyncClient() as client:
+        async with httpx2.AsyncClient() as client:
             while time.monotonic() < deadline:
                 diagnostics = (await client.get(f"{proxy_url}{DIAGNOSTICS}")).json()
                 tasks.append(int(diagnostics["asyncio_tasks"]))
@@ -860,7 +860,7 @@ async def soak(
     await asyncio.gather(sampler(), *workers)
     samples.append((time.monotonic() - started, rss(pid)))
     await asyncio.sleep(2.0)
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         after = (await client.get(f"{proxy_url}{DIAGNOSTICS}")).json()
     after["asyncio_tasks_under_load_max"] = max(tasks, default=0)
     after["rss_after_idle"] = rss(pid)

@@ -49,7 +49,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2
 import orjson
 
 from streamproxy.cassette.format import (
@@ -67,7 +67,7 @@ SHORT = 5
 FIRST_CONTENT = re.compile(rb'"content":"[^"]')
 RELAY_APP = """
 import sys
-import httpx
+import httpx2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -75,9 +75,9 @@ from starlette.routing import Route
 
 UPSTREAM = sys.argv[1]
 # the same client settings and request headers as streamproxy.proxy.upstream.Upstream
-client = httpx.AsyncClient(
-    timeout=httpx.Timeout(600.0, connect=10.0),
-    limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+client = httpx2.AsyncClient(
+    timeout=httpx2.Timeout(600.0, connect=10.0),
+    limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200),
 )
 HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
@@ -255,7 +255,7 @@ class Server:
             self.process.stdout.close()
 
 
-async def one_stream(client: httpx.AsyncClient, url: str) -> tuple[float, float]:
+async def one_stream(client: httpx2.AsyncClient, url: str) -> tuple[float, float]:
     """(seconds to the first non-empty content delta, seconds to the end of the body)."""
     body = {
         "model": MODEL,
@@ -294,12 +294,12 @@ async def measure(
     """
     # keepalive_expiry under uvicorn's 5 s keep-alive timeout: an idle connection is dropped by
     # the client before the server may close it under a request being sent on it
-    limits = httpx.Limits(
+    limits = httpx2.Limits(
         max_connections=concurrency + 8,
         max_keepalive_connections=concurrency,
         keepalive_expiry=4.0,
     )
-    clients = {name: httpx.AsyncClient(timeout=120, limits=limits) for name in urls}
+    clients = {name: httpx2.AsyncClient(timeout=120, limits=limits) for name in urls}
     samples = {name: Samples() for name in urls}
     names = list(urls)
     try:
@@ -457,7 +457,7 @@ def server_stack() -> str:
     """The event loop and HTTP parser uvicorn picks here ("auto": uvloop, httptools if present)."""
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    return f"uvicorn on {loop} + {http}, httpx {httpx.__version__}"
+    return f"uvicorn on {loop} + {http}, httpx {httpx2.__version__}"
 
 
 def revision() -> str:

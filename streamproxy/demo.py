@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 
-import httpx
+import httpx2
 import orjson
 
 from streamproxy.cassette.format import Cassette, Chunk, Interaction, RecordedResponse
@@ -68,10 +68,10 @@ def demo_transport() -> DemoTransport:
     return DemoTransport()
 
 
-class DemoTransport(httpx.AsyncBaseTransport):
+class DemoTransport(httpx2.AsyncBaseTransport):
     """Answers each upstream request with the demo recording it asks for (module docstring)."""
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         try:
             body = orjson.loads(await request.aread())
         except orjson.JSONDecodeError:

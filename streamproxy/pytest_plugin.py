@@ -1,4 +1,4 @@
-"""pytest plugin: replay recorded streams into your httpx or ``openai`` clients (and record them).
+"""pytest plugin: replay recorded streams into your httpx2 or ``openai`` clients (and record them).
 
 Installed with streamproxy (entry point ``pytest11``). In the spirit of pytest-recording::
 
@@ -33,10 +33,13 @@ the marker's ``record_mode=`` (marker wins):
 
 Matching is strict (method, path and normalised body, repeats in recorded order), even for a
 one-interaction cassette. Keys are redacted before anything is written. The real upstream is
-``httpx.HTTPTransport()`` / ``httpx.AsyncHTTPTransport()``; override the
+``httpx2.HTTPTransport()`` / ``httpx2.AsyncHTTPTransport()``; override the
 ``streamproxy_upstream_transport`` fixture to return another transport (or a ``(sync, async)``
-pair). The marker also takes ``timing=`` and ``faults=`` (a :class:`~streamproxy.cassette.Faults`)
-to replay with recorded pacing or damage.
+pair). ``httpx_client()`` and ``async_httpx_client()`` are ``httpx2`` clients (what the ``openai``
+3.x SDK takes); ``session.transport`` also fits a plain ``httpx`` client when replaying (with
+httpx transports as the upstream fixture, when recording too). The marker also takes
+``timing=`` and ``faults=`` (a :class:`~streamproxy.cassette.Faults`) to replay with recorded
+pacing or damage.
 """
 
 from __future__ import annotations
@@ -45,12 +48,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-import httpx
+import httpx2
 import pytest
 
 from streamproxy.cassette.faults import Faults
 from streamproxy.cassette.format import SUFFIX, Cassette, dump
 from streamproxy.cassette.http import Timing
+from streamproxy.cassette.http_libraries import AsyncBaseTransport, BaseTransport
 from streamproxy.cassette.importers import read_cassette
 from streamproxy.cassette.record import RecordTransport
 from streamproxy.cassette.replay import ReplayTransport, recorded_from_httpx
@@ -64,11 +68,8 @@ RECORD_MODES: tuple[str, ...] = ("none", "once", "new", "new_episodes", "all")
 MARKER = "streamproxy_cassette"
 READABLE_SUFFIXES = (".json", ".sse", ".yaml", ".yml", ".jsonl", ".txt")
 
-UpstreamTransports = (
-    httpx.BaseTransport
-    | httpx.AsyncBaseTransport
-    | tuple[httpx.BaseTransport, httpx.AsyncBaseTransport]
-)
+AnyTransport = httpx2.BaseTransport | httpx2.AsyncBaseTransport
+UpstreamTransports = AnyTransport | tuple[httpx2.BaseTransport, httpx2.AsyncBaseTransport]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -106,7 +107,7 @@ def normalise_mode(mode: str) -> RecordMode:
 
 
 class CassetteSession:
-    """One test's cassette: an httpx transport (sync and async) and clients built on it.
+    """One test's cassette: an httpx2 transport (sync and async) and clients built on it.
 
     Args:
         path: where the cassette is read from and written to.
@@ -145,22 +146,22 @@ class CassetteSession:
         self._sync_recorder = RecordTransport(sync_upstream, cassette=self.recorded)
         self._async_recorder = RecordTransport(async_upstream, cassette=self.recorded)
         self.transport = _SessionTransport(self)
-        self._clients: list[httpx.Client] = []
+        self._clients: list[httpx2.Client] = []
 
     @property
     def requests(self) -> list[Any]:
         """The requests the cassette answered (redacted ``RecordedRequest`` objects)."""
         return list(self.replay.replayer.received)
 
-    def httpx_client(self, **options: Any) -> httpx.Client:
-        """An ``httpx.Client`` on the cassette (closed when the test ends)."""
-        client = httpx.Client(transport=self.transport, **options)
+    def httpx_client(self, **options: Any) -> httpx2.Client:
+        """An ``httpx2.Client`` on the cassette (closed when the test ends)."""
+        client = httpx2.Client(transport=self.transport, **options)
         self._clients.append(client)
         return client
 
-    def async_httpx_client(self, **options: Any) -> httpx.AsyncClient:
-        """An ``httpx.AsyncClient`` on the cassette."""
-        return httpx.AsyncClient(transport=self.transport, **options)
+    def async_httpx_client(self, **options: Any) -> httpx2.AsyncClient:
+        """An ``httpx2.AsyncClient`` on the cassette."""
+        return httpx2.AsyncClient(transport=self.transport, **options)
 
     def openai_client(self, **options: Any) -> openai.OpenAI:
         """An ``openai.OpenAI`` on the cassette (``max_retries=0`` unless given)."""
@@ -178,7 +179,7 @@ class CassetteSession:
         options.setdefault("max_retries", 0)
         return openai.AsyncOpenAI(http_client=self.async_httpx_client(), **options)
 
-    def should_forward(self, request: httpx.Request) -> bool:
+    def should_forward(self, request: httpx2.Request) -> bool:
         """Whether ``request`` goes to the real upstream (else it is replayed)."""
         if self.mode == "all" or (self.mode == "once" and not self.has_file):
             return True
@@ -205,17 +206,17 @@ class CassetteSession:
             dump(self.recorded, self.path)
 
 
-class _SessionTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
+class _SessionTransport(BaseTransport, AsyncBaseTransport):
     def __init__(self, session: CassetteSession) -> None:
         self.session = session
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         request.read()
         if self.session.should_forward(request):
             return self.session._sync_recorder.handle_request(request)
         return self.session.replay.handle_request(request)
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         await request.aread()
         if self.session.should_forward(request):
             return await self.session._async_recorder.handle_async_request(request)
@@ -224,11 +225,9 @@ class _SessionTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
 def _split_upstream(
     upstream: UpstreamTransports | None,
-) -> tuple[
-    httpx.BaseTransport | httpx.AsyncBaseTransport, httpx.BaseTransport | httpx.AsyncBaseTransport
-]:
+) -> tuple[AnyTransport, AnyTransport]:
     if upstream is None:
-        return httpx.HTTPTransport(), httpx.AsyncHTTPTransport()
+        return httpx2.HTTPTransport(), httpx2.AsyncHTTPTransport()
     if isinstance(upstream, tuple):
         return upstream
     return upstream, upstream
@@ -243,7 +242,7 @@ def streamproxy_cassette_dir(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture
 def streamproxy_upstream_transport() -> UpstreamTransports | None:
-    """The real transport used when recording; ``None`` means httpx's default transports."""
+    """The real transport used when recording; ``None`` means httpx2's default transports."""
     return None
 
 

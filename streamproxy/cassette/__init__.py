@@ -1,8 +1,9 @@
 """Recordings: cassettes that keep real chunk sequences, recorded live and replayed anywhere.
 
 - :mod:`~streamproxy.cassette.format`: the versioned cassette format, ``load``/``dump``.
-- :class:`RecordTransport`: wraps any httpx transport and records what passes through.
-- :class:`ReplayTransport` (sync and async): answers an httpx client from a cassette.
+- :class:`RecordTransport`: wraps any httpx2 (or httpx) transport and records what passes
+  through.
+- :class:`ReplayTransport` (sync and async): answers an httpx2 (or httpx) client from a cassette.
 - :func:`create_replay_app`: the loopback OpenAI-compatible replay server (Starlette).
 - :func:`replay_into`: feeds a recorded body straight into a ``ChatStream``.
 - :class:`Faults`: seeded, reproducible damage applied on replay.

@@ -25,12 +25,20 @@ success status, as some gateways send. The other faults do not apply to it.
 
 All randomness comes from ``random.Random(seed)``, created afresh for each response, so the same
 seed gives the same delivery every time.
+
+Every field is checked for its type and bounds when a ``Faults`` is made (a ``ValueError`` naming
+the field): byte offsets and counts are integers >= 0 (``true`` is not one), times are finite
+numbers, ``huge_event`` is at most :data:`MAX_HUGE_EVENT` bytes (twice the core's default event
+limit, so that limit can be tested, and no more), ``garbage_size`` at most :data:`MAX_GARBAGE`,
+``stall_seconds`` and ``retry_after`` at most :data:`MAX_SECONDS`, ``error_message`` at most
+:data:`MAX_ERROR_MESSAGE` characters.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import random
 import re
 from collections.abc import Sequence
@@ -42,6 +50,15 @@ from streamproxy.cassette.format import Chunk
 
 KEEPALIVE_COMMENT = b": keep-alive\n\n"
 _MIN_HUGE_EVENT = 128
+MAX_HUGE_EVENT = 32 * 1024 * 1024
+"""The largest ``huge_event``: 32 MiB (the core's default event limit is 16 MiB)."""
+MAX_GARBAGE = 1024 * 1024
+"""The largest ``garbage_size``: 1 MiB."""
+MAX_SECONDS = 3600.0
+"""The longest ``stall_seconds`` or ``retry_after``: an hour."""
+MAX_ERROR_MESSAGE = 4096
+"""The longest ``error_message``, in characters."""
+_MAX_INTEGER = 2**63 - 1
 DEFAULT_ERROR_MESSAGE = "injected fault: upstream error in the middle of the stream"
 
 # A blank line ends an SSE event (WHATWG "event stream interpretation": CRLF, LF or CR).
@@ -69,26 +86,50 @@ class Faults:
     retry_after: float | None = None
 
     def __post_init__(self) -> None:
+        _integer("seed", self.seed, -_MAX_INTEGER)
         for name in ("cut_at", "drop_at", "error_after", "stall_at", "garbage_at"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0, not {value}")
-        for name in ("resplit", "coalesce"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, not {value}")
-        if not 0.0 <= self.keepalive <= 1.0:
-            raise ValueError(f"keepalive is a probability in [0, 1], not {self.keepalive}")
-        if self.stall_seconds < 0:
-            raise ValueError(f"stall_seconds must be >= 0, not {self.stall_seconds}")
-        if self.garbage_size < 1:
-            raise ValueError(f"garbage_size must be >= 1, not {self.garbage_size}")
-        if self.huge_event is not None and self.huge_event < _MIN_HUGE_EVENT:
-            raise ValueError(f"huge_event must be >= {_MIN_HUGE_EVENT}, not {self.huge_event}")
-        if self.status is not None and not 100 <= self.status <= 599:
-            raise ValueError(f"status must be an HTTP status (100-599), not {self.status}")
-        if self.retry_after is not None and self.retry_after < 0:
-            raise ValueError(f"retry_after must be >= 0, not {self.retry_after}")
+            _optional_integer(name, getattr(self, name), 0)
+        _optional_integer("resplit", self.resplit, 1)
+        _optional_integer("coalesce", self.coalesce, 1)
+        _integer("garbage_size", self.garbage_size, 1, MAX_GARBAGE)
+        _optional_integer("huge_event", self.huge_event, _MIN_HUGE_EVENT, MAX_HUGE_EVENT)
+        _optional_integer("status", self.status, 100, 599, what="an HTTP status")
+        _number("keepalive", self.keepalive, 1.0, what="a probability in [0, 1]")
+        _number("stall_seconds", self.stall_seconds, MAX_SECONDS)
+        if self.retry_after is not None:
+            _number("retry_after", self.retry_after, MAX_SECONDS)
+        if not isinstance(self.error_message, str):
+            raise ValueError(f"error_message must be a string, not {_kind(self.error_message)}")
+        if len(self.error_message) > MAX_ERROR_MESSAGE:
+            raise ValueError(f"error_message must be at most {MAX_ERROR_MESSAGE} characters")
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _integer(
+    name: str, value: object, low: int, high: int = _MAX_INTEGER, *, what: str | None = None
+) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, not {_kind(value)}")
+    if not low <= value <= high:
+        bounds = what or (f">= {low}" if high == _MAX_INTEGER else f"in [{low}, {high}]")
+        raise ValueError(f"{name} must be {bounds}, not {value}")
+
+
+def _optional_integer(
+    name: str, value: object, low: int, high: int = _MAX_INTEGER, *, what: str | None = None
+) -> None:
+    if value is not None:
+        _integer(name, value, low, high, what=what)
+
+
+def _number(name: str, value: object, high: float, *, what: str | None = None) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, not {_kind(value)}")
+    if not (math.isfinite(value) and 0 <= value <= high):
+        raise ValueError(f"{name} must be {what or f'in [0, {high:g}]'}, not {value}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,12 @@ provider's real chunk boundaries and pacing::
   ``body_text`` or ``body_base64``. A non-empty query string goes under ``query``.
 - The file is written with two-space indentation and one chunk per line, so a diff shows which
   chunks changed.
+
+Reading is bounded, so a hostile file fails fast with a ``CassetteError`` naming the field: at
+most :data:`MAX_INTERACTIONS` interactions, :data:`MAX_CHUNKS` chunks a response, offsets from 0
+to :data:`MAX_OFFSET_MS` (finite), a status in 100-599, strict types everywhere (``"200"`` is not
+a status, ``true`` is not a time), base64 values of at most
+:data:`~streamproxy.cassette.decoding.MAX_BODY_BYTES` decoded bytes.
 """
 
 from __future__ import annotations
@@ -49,11 +55,21 @@ from typing import Any
 import orjson
 import pydantic
 
+from streamproxy.cassette.decoding import MAX_BODY_BYTES, decode_base64
 from streamproxy.errors import CassetteError
 
 FORMAT_VERSION = 1
 FORMAT_KEY = "streamproxy_cassette"
 SUFFIX = ".cassette.json"
+
+MAX_INTERACTIONS = 10_000
+"""The most interactions a cassette may hold."""
+MAX_CHUNKS = 200_000
+"""The most chunks one response may have (a long real stream has a few thousand)."""
+MAX_OFFSET_MS = 2 * 60 * 60 * 1000.0
+"""The latest chunk offset accepted: two hours (DeepSeek holds a stream for up to 30 minutes)."""
+MAX_FILE_BYTES = 256 * 1024 * 1024
+"""The largest cassette file :func:`load` reads: 256 MiB."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +147,7 @@ class _StrictModel(pydantic.BaseModel):
 
 
 class _ChunkModel(_StrictModel):
-    t: float = pydantic.Field(ge=0)
+    t: float = pydantic.Field(ge=0, le=MAX_OFFSET_MS, allow_inf_nan=False)
     text: str | None = None
     base64: str | None = None
 
@@ -149,7 +165,7 @@ class _RequestModel(_StrictModel):
 class _ResponseModel(_StrictModel):
     status: int = pydantic.Field(ge=100, le=599)
     headers: dict[str, str] = {}
-    chunks: list[_ChunkModel]
+    chunks: list[_ChunkModel] = pydantic.Field(max_length=MAX_CHUNKS)
 
 
 class _InteractionModel(_StrictModel):
@@ -160,7 +176,7 @@ class _InteractionModel(_StrictModel):
 class _CassetteModel(_StrictModel):
     streamproxy_cassette: int
     source: str | None = None
-    interactions: list[_InteractionModel]
+    interactions: list[_InteractionModel] = pydantic.Field(max_length=MAX_INTERACTIONS)
 
 
 def loads(text: str | bytes, *, name: str = "<cassette>") -> Cassette:
@@ -184,7 +200,7 @@ def loads(text: str | bytes, *, name: str = "<cassette>") -> Cassette:
     try:
         model = _CassetteModel.model_validate(document)
     except pydantic.ValidationError as error:
-        first = error.errors()[0]
+        first = error.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in first["loc"])
         raise CassetteError(f"{name}: {where}: {first['msg']}") from None
     return Cassette(
@@ -197,9 +213,12 @@ def load(path: str | os.PathLike[str]) -> Cassette:
     """Read a cassette file (see :func:`loads`)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
     except OSError as error:
         raise CassetteError(f"cannot read cassette {path}: {error.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise CassetteError(f"{path}: larger than {MAX_FILE_BYTES} bytes; not read")
     return loads(data, name=str(path))
 
 
@@ -263,9 +282,9 @@ def _interaction_from_model(item: _InteractionModel, name: str) -> Interaction:
 
 def _decode_base64(text: str | None, name: str) -> bytes:
     try:
-        return base64.b64decode(text or "", validate=True)
-    except ValueError:
-        raise CassetteError(f"{name}: invalid base64 in a chunk or body") from None
+        return decode_base64(text or "", limit=MAX_BODY_BYTES, what="a chunk or body")
+    except CassetteError as error:
+        raise CassetteError(f"{name}: {error.message}") from None
 
 
 def _interaction_to_json(item: Interaction) -> dict[str, object]:

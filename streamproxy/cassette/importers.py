@@ -8,7 +8,8 @@
   ``request``, ``endpoint``, ``response_status`` and ``response_content_type`` are used;
 - a VCR YAML cassette, as written by vcrpy / pytest-recording (``interactions:``) or Ruby's VCR
   (``http_interactions:``). Headers are redacted again on the way in; gzip/deflate bodies are
-  decompressed (and ``content-encoding`` dropped) so the cassette stays readable;
+  decompressed (and ``content-encoding`` dropped) so the cassette stays readable. YAML aliases
+  to mappings or lists are refused (an alias bomb expands exponentially); scalars may be aliased;
 - a fixture of one JSON chunk per line (vercel/ai's ``*.chunks.txt``): each line becomes a
   ``data:`` event (``event: <type>`` added for Anthropic events) and an OpenAI-style stream gets
   ``data: [DONE]``;
@@ -17,21 +18,29 @@
 
 Sources that kept only the whole body lose the chunk boundaries: the body is cut after each SSE
 event, every chunk at offset 0.
+
+Hostile input fails fast with a ``CassetteError`` naming the file: a file over
+:data:`~streamproxy.cassette.format.MAX_FILE_BYTES`, a body that decodes (gzip, deflate,
+base64) to more than :data:`~streamproxy.cassette.decoding.MAX_BODY_BYTES`, a field of the
+wrong type, a status outside 100-599, more than
+:data:`~streamproxy.cassette.format.MAX_INTERACTIONS` interactions.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import zlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
 
+from streamproxy.cassette.decoding import MAX_BODY_BYTES, decode_base64, decode_body
 from streamproxy.cassette.format import (
     FORMAT_KEY,
+    MAX_FILE_BYTES,
+    MAX_INTERACTIONS,
     Cassette,
     Chunk,
     Interaction,
@@ -63,10 +72,7 @@ def read_cassette(path: str | os.PathLike[str]) -> Cassette:
     path = Path(path)
     if path.is_dir():
         return _read_directory(path)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise CassetteError(f"cannot read {path}: {error.strerror}") from None
+    data = _read_bounded(path)
     kind = detect_format(data, path.name)
     if kind == "cassette":
         return loads(data, name=str(path))
@@ -75,6 +81,17 @@ def read_cassette(path: str | os.PathLike[str]) -> Cassette:
     if kind == "json-lines":
         return from_json_lines(data, source=f"imported from the JSON-lines fixture {path.name}")
     return _from_sse_file(path, data)
+
+
+def _read_bounded(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    try:
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
+    except OSError as error:
+        raise CassetteError(f"cannot read {path}: {error.strerror}") from None
+    if len(data) > limit:
+        raise CassetteError(f"{path}: larger than {limit} bytes; not read")
+    return data
 
 
 def detect_format(data: bytes, name: str = "") -> SourceFormat:
@@ -140,38 +157,77 @@ def from_json_lines(data: bytes, *, source: str | None = None) -> Cassette:
 
 
 def from_vcr_yaml(data: bytes | str, *, name: str = "<vcr>") -> Cassette:
-    """A cassette from a VCR YAML file (vcrpy, pytest-recording or Ruby VCR)."""
+    """A cassette from a VCR YAML file (vcrpy, pytest-recording or Ruby VCR).
+
+    Raises:
+        CassetteError: not YAML, an alias to a mapping or list, or a malformed interaction.
+    """
     import yaml
 
     try:
-        document = yaml.safe_load(data)
+        document = yaml.load(data, Loader=_loader_class())
+    except _AliasRefused as error:
+        raise CassetteError(f"{name}: {error}") from None
     except yaml.YAMLError as error:
         raise CassetteError(f"{name}: not valid YAML ({error})") from None
+    except RecursionError:
+        raise CassetteError(f"{name}: YAML nested too deeply") from None
     if not isinstance(document, dict):
         raise CassetteError(f"{name}: not a VCR cassette")
     items = document.get("interactions", document.get("http_interactions"))
     if not isinstance(items, list):
         raise CassetteError(f"{name}: no 'interactions' list; not a VCR cassette")
+    if len(items) > MAX_INTERACTIONS:
+        raise CassetteError(f"{name}: more than {MAX_INTERACTIONS} interactions")
     interactions = []
     for index, item in enumerate(items):
         try:
             interactions.append(_vcr_interaction(item))
-        except (KeyError, TypeError, ValueError, zlib.error) as error:
-            raise CassetteError(f"{name}: interaction {index} is malformed ({error!r})") from None
+        except (KeyError, TypeError, ValueError) as error:
+            raise CassetteError(f"{name}: interaction {index} is malformed ({error})") from None
+        except CassetteError as error:
+            raise CassetteError(f"{name}: interaction {index}: {error.message}") from None
     return Cassette(
         interactions=interactions, source=f"imported from the VCR cassette {Path(name).name}"
     )
 
 
-def _vcr_interaction(item: dict[str, object]) -> Interaction:
+class _AliasRefused(Exception):
+    """A YAML alias to a mapping or a list (see :func:`_loader_class`)."""
+
+
+def _loader_class() -> type[Any]:
+    """A SafeLoader that refuses aliases to collections: a scalar alias cannot grow the
+    document, but nine levels of lists of aliases are 10**9 nodes (the "billion laughs")."""
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                node = self.anchors.get(event.anchor)
+                if node is not None and not isinstance(node, yaml.ScalarNode):
+                    raise _AliasRefused(
+                        f"YAML alias *{event.anchor} to a mapping or list is refused "
+                        f"(line {event.start_mark.line + 1}); aliases can expand exponentially"
+                    )
+            return super().compose_node(parent, index)
+
+    return BoundedLoader
+
+
+def _vcr_interaction(item: object) -> Interaction:
+    if not isinstance(item, dict):
+        raise TypeError("an interaction must be a mapping")
     request = item["request"]
     response = item["response"]
     if not isinstance(request, dict) or not isinstance(response, dict):
         raise TypeError("request and response must be mappings")
     secrets: set[str] = set()
-    url = urlsplit(str(request["uri"]))
+    uri = _string(request["uri"], "request uri")
+    url = urlsplit(uri)
     recorded = recorded_request(
-        str(request.get("method", "POST")),
+        _string(request.get("method", "POST"), "request method"),
         url.path or "/",
         url.query,
         _vcr_headers(request.get("headers")),
@@ -180,9 +236,9 @@ def _vcr_interaction(item: dict[str, object]) -> Interaction:
     )
     response_headers = _vcr_headers(response.get("headers"))
     body = _vcr_body(response.get("body"))
-    encoding = next((v for k, v in response_headers if k.lower() == "content-encoding"), "")
-    if encoding.strip().lower() in ("gzip", "deflate") and body:
-        body = zlib.decompress(body, wbits=47)  # 47: detect a gzip or zlib header
+    encoding = ", ".join(v for k, v in response_headers if k.lower() == "content-encoding")
+    if encoding:
+        body = decode_body(body, encoding)
         response_headers = [(k, v) for k, v in response_headers if k.lower() != "content-encoding"]
     status = response.get("status", {})
     code = status.get("code", 200) if isinstance(status, dict) else status
@@ -191,19 +247,40 @@ def _vcr_interaction(item: dict[str, object]) -> Interaction:
     return Interaction(
         request=recorded,
         response=RecordedResponse(
-            status=int(str(code)),
+            status=_status(code),
             headers=redact_headers(response_headers, secrets),
             chunks=chunks,
         ),
     )
 
 
+def _string(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _status(value: object) -> int:
+    """An HTTP status from an int or a numeric string, 100-599."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 100 <= value <= 599:
+        raise ValueError(f"status must be an HTTP status (100-599), not {value!r:.40}")
+    return value
+
+
 def _vcr_headers(headers: object) -> list[tuple[str, str]]:
-    if not isinstance(headers, dict):
+    if headers is None:
         return []
+    if not isinstance(headers, dict):
+        raise TypeError(f"headers must be a mapping, not {type(headers).__name__}")
     pairs = []
     for name, values in headers.items():
         for value in values if isinstance(values, list) else [values]:
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise TypeError(
+                    f"header {str(name)[:40]!r} must be text, not {type(value).__name__}"
+                )
             pairs.append((str(name), str(value)))
     return pairs
 
@@ -212,15 +289,20 @@ def _vcr_body(body: object) -> bytes:
     """vcrpy keeps ``body`` as a string/bytes or ``{"string": ...}``; Ruby VCR as a mapping."""
     if isinstance(body, dict):
         if "base64_string" in body:
-            import base64
-
-            return base64.b64decode(str(body["base64_string"]))
+            text = _string(body["base64_string"], "base64_string")
+            return decode_base64("".join(text.split()), what="a VCR body")
         body = body.get("string")
     if body is None:
         return b""
     if isinstance(body, bytes):
-        return body
-    return str(body).encode()
+        data = body
+    elif isinstance(body, str):
+        data = body.encode()
+    else:
+        raise TypeError(f"a body must be text or bytes, not {type(body).__name__}")
+    if len(data) > MAX_BODY_BYTES:
+        raise CassetteError(f"a body is longer than {MAX_BODY_BYTES} bytes")
+    return data
 
 
 def _from_sse_file(path: Path, data: bytes) -> Cassette:
@@ -228,12 +310,23 @@ def _from_sse_file(path: Path, data: bytes) -> Cassette:
     if not metadata_path.is_file():
         return from_sse(data, source=f"imported from the raw SSE body {path.name}")
     try:
-        metadata = orjson.loads(metadata_path.read_bytes())
+        metadata = orjson.loads(_read_bounded(metadata_path, 1024 * 1024))
     except orjson.JSONDecodeError:
         raise CassetteError(f"{metadata_path}: metadata beside {path.name} is not JSON") from None
+    try:
+        return _with_metadata(path, data, metadata)
+    except (TypeError, ValueError) as error:
+        raise CassetteError(f"{metadata_path}: {error}") from None
+
+
+def _with_metadata(path: Path, data: bytes, metadata: object) -> Cassette:
+    if not isinstance(metadata, dict):
+        raise TypeError("the metadata must be a JSON object")
     request = None
-    if isinstance(metadata.get("request"), dict):
-        endpoint = urlsplit(str(metadata.get("endpoint") or "/chat/completions"))
+    if metadata.get("request") is not None:
+        if not isinstance(metadata["request"], dict):
+            raise TypeError("'request' must be an object")
+        endpoint = urlsplit(_string(metadata.get("endpoint") or "/chat/completions", "endpoint"))
         request = recorded_request(
             "POST",
             endpoint.path or "/chat/completions",
@@ -242,16 +335,20 @@ def _from_sse_file(path: Path, data: bytes) -> Cassette:
             orjson.dumps(metadata["request"]),
             set(),
         )
+    content_type = metadata.get("response_content_type") or "text/event-stream"
+    provenance = [
+        str(metadata.get(key))[:200] for key in ("source_repo", "source_path", "source_commit")
+    ]
     source = (
-        f"{metadata.get('source_repo')}: {metadata.get('source_path')} "
-        f"@ {metadata.get('source_commit')} ({metadata.get('license')}), via {path.name}"
+        f"{provenance[0]}: {provenance[1]} @ {provenance[2]} "
+        f"({str(metadata.get('license'))[:60]}), via {path.name}"
     )
     return from_sse(
         data,
         source=source,
         request=request,
-        status=int(metadata.get("response_status") or 200),
-        content_type=str(metadata.get("response_content_type") or "text/event-stream"),
+        status=_status(metadata.get("response_status") or 200),
+        content_type=_string(content_type, "response_content_type"),
     )
 
 
@@ -262,4 +359,6 @@ def _read_directory(path: Path) -> Cassette:
     merged = Cassette(source=f"every recording in {path}")
     for file in files:
         merged.interactions.extend(read_cassette(file).interactions)
+        if len(merged.interactions) > MAX_INTERACTIONS:
+            raise CassetteError(f"{path}: more than {MAX_INTERACTIONS} interactions in all")
     return merged

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -28,14 +28,14 @@ from streamproxy.errors import UpstreamError
 
 # Streams can pause for minutes while a model thinks (DeepSeek keeps the connection for up to
 # 10-30 minutes with keep-alive comments); only connecting has a short limit.
-UPSTREAM_TIMEOUT = httpx.Timeout(connect=15.0, read=1800.0, write=60.0, pool=15.0)
+UPSTREAM_TIMEOUT = httpx2.Timeout(connect=15.0, read=1800.0, write=60.0, pool=15.0)
 
 _NOT_FORWARDED = HOP_BY_HOP | {"host", "accept-encoding"}
 
 
 def create_record_app(upstream: str, recorder: RecordTransport) -> Starlette:
     """A Starlette app forwarding everything to ``upstream`` through ``recorder``."""
-    client = httpx.AsyncClient(transport=recorder, timeout=UPSTREAM_TIMEOUT)
+    client = httpx2.AsyncClient(transport=recorder, timeout=UPSTREAM_TIMEOUT)
     base = upstream.rstrip("/")
 
     async def forward(request: Request) -> Response:
@@ -51,7 +51,7 @@ def create_record_app(upstream: str, recorder: RecordTransport) -> Starlette:
         )
         try:
             response = await client.send(outgoing, stream=True)
-        except httpx.HTTPError as error:
+        except httpx2.HTTPError as error:
             failure = UpstreamError(f"cannot reach the upstream {base}: {error!r}")
             return JSONResponse(failure.to_openai_error(), status_code=failure.status_hint)
         return StreamingResponse(
@@ -72,7 +72,7 @@ def create_record_app(upstream: str, recorder: RecordTransport) -> Starlette:
     )
 
 
-async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
+async def _relay(response: httpx2.Response) -> AsyncIterator[bytes]:
     try:
         async for data in response.aiter_raw():
             yield data

@@ -3,6 +3,8 @@
 Headers and query parameters whose names look like credentials are replaced by ``<redacted>``;
 then every secret value seen that way is also scrubbed from the rest of the interaction (request
 body, response headers and body chunks), so a key the upstream echoes back cannot leak either.
+The scrubbing is :class:`streamproxy.redaction.Redactor`'s (raw, JSON-escaped and URL-encoded
+forms); this module only finds the secrets and keeps chunk boundaries.
 """
 
 from __future__ import annotations
@@ -10,12 +12,21 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl, urlencode
 
 from streamproxy.cassette.format import Chunk
+from streamproxy.redaction import MIN_SECRET_LENGTH, REDACTED, Redactor
 
-REDACTED = "<redacted>"
+__all__ = [
+    "REDACTED",
+    "is_secret_name",
+    "redact_headers",
+    "redact_query",
+    "scrub_bytes",
+    "scrub_chunks",
+    "scrub_json",
+]
 
 # Names are matched case-insensitively anywhere in the header or parameter name:
 # authorization, proxy-authorization, api-key (Azure), x-api-key (Anthropic), x-goog-api-key,
@@ -25,10 +36,6 @@ SECRET_NAME = re.compile(
     r"auth|api[-_]?key|^key$|token(?!s)|secret|cookie|session|signature|password|credential",
     re.IGNORECASE,
 )
-
-# Secrets shorter than this are not scrubbed from bodies: a two-letter "key" would match
-# ordinary text. Real API keys are 20+ characters.
-MIN_SCRUBBED_SECRET = 8
 
 
 def is_secret_name(name: str) -> bool:
@@ -64,42 +71,37 @@ def redact_query(query: str, secrets: set[str]) -> str:
     return urlencode(pairs, safe="<>")
 
 
-def scrub_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
-    """``data`` with every occurrence of a secret replaced by ``<redacted>``."""
-    for secret in secrets:
-        data = data.replace(secret.encode(), REDACTED.encode())
-    return data
+def scrub_bytes(data: bytes, secrets: Iterable[str], *, is_cut: bool = False) -> bytes:
+    """``data`` with every secret replaced by ``<redacted>``, in any encoding."""
+    return Redactor(secrets).redact_bytes(data, is_cut=is_cut)
 
 
-def scrub_json(value: object, secrets: set[str]) -> object:
+def scrub_json(value: object, secrets: Iterable[str]) -> object:
     """A copy of a JSON value with secrets replaced inside every string (keys included)."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-        return value
-    if isinstance(value, list):
-        return [scrub_json(item, secrets) for item in value]
-    if isinstance(value, Mapping):
-        return {scrub_json(key, secrets): scrub_json(item, secrets) for key, item in value.items()}
-    return value
+    return Redactor(secrets).redact_json(value)
 
 
 def _remember(value: str, secrets: set[str]) -> None:
     for candidate in (value, *value.split()):
-        if len(candidate) >= MIN_SCRUBBED_SECRET:
+        if len(candidate) >= MIN_SECRET_LENGTH:
             secrets.add(candidate)
 
 
-def scrub_chunks(chunks: Sequence[Chunk], secrets: Iterable[str]) -> list[Chunk]:
+def scrub_chunks(
+    chunks: Sequence[Chunk], secrets: Iterable[str], *, is_cut: bool = False
+) -> list[Chunk]:
     """``chunks`` with every secret replaced, even one split across chunk boundaries.
 
     A replacement goes into the chunk where the secret started; chunks left empty are dropped;
-    all other boundaries stay where they were.
+    all other boundaries stay where they were. With ``is_cut`` (a body that ended early), a
+    secret's prefix at the very end is replaced too.
     """
     body = b"".join(chunk.data for chunk in chunks)
-    spans = _secret_spans(body, secrets)
+    redactor = Redactor(secrets)
+    spans = redactor.spans(body)
+    tail = redactor.trailing_prefix_start(body) if is_cut else None
+    if tail is not None and (not spans or spans[-1][1] <= tail):
+        spans.append((tail, len(body)))
     if not spans:
         return list(chunks)
     ends = list(itertools.accumulate(len(chunk.data) for chunk in chunks))
@@ -123,17 +125,3 @@ def scrub_chunks(chunks: Sequence[Chunk], secrets: Iterable[str]) -> list[Chunk]
         for chunk, data in zip(chunks, pieces, strict=True)
         if data
     ]
-
-
-def _secret_spans(body: bytes, secrets: Iterable[str]) -> list[tuple[int, int]]:
-    """Non-overlapping ``(start, stop)`` spans of secrets in ``body``, longest secret first."""
-    taken: list[tuple[int, int]] = []
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        needle = secret.encode()
-        start = body.find(needle)
-        while start != -1:
-            stop = start + len(needle)
-            if all(stop <= a or start >= b for a, b in taken):
-                taken.append((start, stop))
-            start = body.find(needle, start + 1)
-    return sorted(taken)

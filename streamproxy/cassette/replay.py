@@ -4,11 +4,14 @@
 
     transport = ReplayTransport("recordings/deepseek-tool-call.cassette.json")
     client = openai.OpenAI(api_key="unused", base_url="https://api.deepseek.com",
-                           http_client=httpx.Client(transport=transport))
+                           http_client=httpx2.Client(transport=transport))
 
-    # async code: the same class is also an httpx.AsyncBaseTransport
+    # async code: the same class is also an httpx2.AsyncBaseTransport
     client = openai.AsyncOpenAI(api_key="unused",
-                                http_client=httpx.AsyncClient(transport=AsyncReplayTransport(cassette)))
+                                http_client=httpx2.AsyncClient(transport=AsyncReplayTransport(cassette)))
+
+The same class also works inside an ``httpx.Client`` / ``httpx.AsyncClient`` (the ``openai`` 2.x
+SDK) when httpx is installed: the response is of the library the request came from.
 
 The response has the recorded status and headers, and its body arrives as the recorded chunks
 (with ``faults``, as :func:`~streamproxy.cassette.faults.plan_delivery` reshapes them), each after
@@ -33,9 +36,10 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import anyio
-import httpx
+import httpx2
 import orjson
 
 from streamproxy.cassette.faults import (
@@ -48,6 +52,13 @@ from streamproxy.cassette.faults import (
 )
 from streamproxy.cassette.format import Cassette, Interaction, RecordedRequest
 from streamproxy.cassette.http import Timing, recorded_request, replayed_headers, timing_factor
+from streamproxy.cassette.http_libraries import (
+    AsyncBaseTransport,
+    AsyncByteStream,
+    BaseTransport,
+    SyncByteStream,
+    library_of,
+)
 from streamproxy.cassette.match import Matcher, Player
 from streamproxy.errors import CassetteError
 
@@ -88,8 +99,10 @@ class Plan:
             raise ValueError(f"a plan is a JSON object, not {type(value).__name__}")
         fields = dict(value)
         interaction = fields.pop("interaction", None)
-        if interaction is not None and (not isinstance(interaction, int) or interaction < 0):
-            raise ValueError(f"interaction must be an index >= 0, not {interaction!r}")
+        if interaction is not None and (
+            not isinstance(interaction, int) or isinstance(interaction, bool) or interaction < 0
+        ):
+            raise ValueError(f"interaction must be an index >= 0, not {interaction!r:.40}")
         known = {item.name for item in dataclasses.fields(Faults)}
         unknown = sorted(set(fields) - known)
         if unknown:
@@ -99,6 +112,12 @@ class Plan:
         except TypeError as error:
             raise ValueError(str(error)) from None
         return cls(interaction=interaction, faults=faults)
+
+
+RECEIVED_LIMIT = 1000
+"""How many received requests :attr:`Replayer.received` keeps: the newest 1000 (a ring)."""
+PLAN_LIMIT = 10_000
+"""The most scripted plans waiting at once."""
 
 
 class Replayer:
@@ -133,7 +152,8 @@ class Replayer:
         self.factor = timing_factor(timing)
         self.faults = faults
         self.player = Player(cassette, matcher=matcher, is_strict=is_strict)
-        self.received: list[RecordedRequest] = []
+        self.received: deque[RecordedRequest] = deque(maxlen=RECEIVED_LIMIT)
+        """The requests answered, oldest first: the newest :data:`RECEIVED_LIMIT` of them."""
         self.plan: deque[Plan] = deque()
         """Scripted answers for the next requests, oldest first (see :meth:`add_plan`)."""
         self._lock = threading.Lock()
@@ -142,7 +162,8 @@ class Replayer:
         """Answer the next requests, one plan each, in arrival order, before any matching.
 
         Raises:
-            CassetteError: a plan names an interaction the cassette does not have.
+            CassetteError: a plan names an interaction the cassette does not have, or more than
+                :data:`PLAN_LIMIT` plans would be waiting.
         """
         plans = list(plans)
         count = len(self.cassette.interactions)
@@ -152,6 +173,10 @@ class Replayer:
                     f"plan names interaction {plan.interaction}; the cassette has {count}"
                 )
         with self._lock:
+            if len(self.plan) + len(plans) > PLAN_LIMIT:
+                raise CassetteError(
+                    f"at most {PLAN_LIMIT} plans can wait; {len(self.plan)} are waiting"
+                )
             self.plan.extend(plans)
 
     def answer(self, request: RecordedRequest) -> Answer:
@@ -191,16 +216,17 @@ def _asks_for_stream(request: RecordedRequest) -> bool:
     return request.raw_body is not None or not isinstance(body, dict) or body.get("stream") is True
 
 
-def dropped_connection(answer: Answer) -> httpx.RemoteProtocolError:
-    """The error a client sees when the replay drops the connection mid-body."""
-    return httpx.RemoteProtocolError(
+def dropped_connection(answer: Answer, library: ModuleType = httpx2) -> httpx2.RemoteProtocolError:
+    """The error a client of ``library`` sees when the replay drops the connection mid-body."""
+    error_class: type[httpx2.RemoteProtocolError] = library.RemoteProtocolError
+    return error_class(
         "peer closed connection without sending complete message body "
         f"(replay fault: dropped after {len(answer.delivery.body)} bytes)"
     )
 
 
-class ReplayTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
-    """An httpx transport, sync and async, that answers from a cassette.
+class ReplayTransport(BaseTransport, AsyncBaseTransport):
+    """An httpx2 (or httpx) transport, sync and async, that answers from a cassette.
 
     Takes the same arguments as :class:`Replayer`; :attr:`replayer` exposes the requests received.
     """
@@ -215,32 +241,36 @@ class ReplayTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     ) -> None:
         self.replayer = Replayer(cassette, timing=timing, faults=faults, matcher=matcher)
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         started = time.monotonic()
+        library = library_of(request)
         answer = self.replayer.answer(recorded_from_httpx(request, request.read()))
-        return httpx.Response(
+        response_class: type[httpx2.Response] = library.Response
+        return response_class(
             answer.status,
             headers=answer.headers,
-            stream=_SyncBody(answer, started),
+            stream=_SyncBody(answer, started, library),
             request=request,
         )
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         started = time.monotonic()
+        library = library_of(request)
         answer = self.replayer.answer(recorded_from_httpx(request, await request.aread()))
-        return httpx.Response(
+        response_class: type[httpx2.Response] = library.Response
+        return response_class(
             answer.status,
             headers=answer.headers,
-            stream=_AsyncBody(answer, started),
+            stream=_AsyncBody(answer, started, library),
             request=request,
         )
 
 
 AsyncReplayTransport = ReplayTransport
-"""The same class: one ``ReplayTransport`` serves ``httpx.Client`` and ``httpx.AsyncClient``."""
+"""The same class: one ``ReplayTransport`` serves ``Client`` and ``AsyncClient``."""
 
 
-def recorded_from_httpx(request: httpx.Request, content: bytes) -> RecordedRequest:
+def recorded_from_httpx(request: httpx2.Request, content: bytes) -> RecordedRequest:
     """``request`` as a cassette would keep it (for matchers)."""
     return recorded_request(
         request.method,
@@ -252,10 +282,11 @@ def recorded_from_httpx(request: httpx.Request, content: bytes) -> RecordedReque
     )
 
 
-class _SyncBody(httpx.SyncByteStream):
-    def __init__(self, answer: Answer, started: float) -> None:
+class _SyncBody(SyncByteStream):
+    def __init__(self, answer: Answer, started: float, library: ModuleType) -> None:
         self.answer = answer
         self.started = started
+        self.library = library
 
     def __iter__(self) -> Iterator[bytes]:
         for piece in self.answer.delivery.pieces:
@@ -264,13 +295,14 @@ class _SyncBody(httpx.SyncByteStream):
                 time.sleep(wait)
             yield piece.data
         if self.answer.delivery.is_dropped:
-            raise dropped_connection(self.answer)
+            raise dropped_connection(self.answer, self.library)
 
 
-class _AsyncBody(httpx.AsyncByteStream):
-    def __init__(self, answer: Answer, started: float) -> None:
+class _AsyncBody(AsyncByteStream):
+    def __init__(self, answer: Answer, started: float, library: ModuleType) -> None:
         self.answer = answer
         self.started = started
+        self.library = library
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for piece in self.answer.delivery.pieces:
@@ -279,4 +311,4 @@ class _AsyncBody(httpx.AsyncByteStream):
                 await anyio.sleep(wait)
             yield piece.data
         if self.answer.delivery.is_dropped:
-            raise dropped_connection(self.answer)
+            raise dropped_connection(self.answer, self.library)

@@ -9,18 +9,29 @@ Routes:
 - ``GET /v1/models`` (and ``/models``): the models named in the cassette's requests.
 - ``GET /_streamproxy/requests``: a test aid, the requests received so far, oldest first, as
   ``[{"method", "path", "query", "body"}]`` (``body`` is the JSON body, or ``null``);
-  ``DELETE`` clears the list. Headers are not exposed.
+  ``DELETE`` clears the list. Headers are not exposed. It is a ring: only the newest
+  :data:`~streamproxy.cassette.replay.RECEIVED_LIMIT` (1000) requests are kept.
 - ``POST /_streamproxy/plan``: a test aid that scripts the next requests, one per entry, in
   arrival order (a proxy in front cannot pass a header through, so the fault is chosen here):
   a JSON list of objects ``{"interaction": INDEX, ...}`` with any ``Faults`` field
   (``{"status": 429, "retry_after": 0}``, ``{"interaction": 1, "drop_at": 700}``, ``{}`` for the
   clean recording). An entry's faults replace the command line's for its request; requests
   beyond the plan are matched as usual. ``GET`` shows what is left, ``DELETE`` clears it. A bad
-  entry is refused with ``400`` and nothing is added.
+  entry (an unknown field, a wrong type, a value out of bounds such as a ``huge_event`` over
+  32 MiB) is refused with ``400`` and ``{"error": {"message", "type"}}``, and nothing is added.
+  A body over :data:`MAX_CONTROL_BODY` gets ``413``; at most
+  :data:`~streamproxy.cassette.replay.PLAN_LIMIT` plans wait at once.
 - ``GET /_streamproxy/responses``: a test aid counting the replayed responses:
   ``{"open", "finished", "dropped", "aborted"}``: still sending; sent to the end; cut by a
   ``drop_at`` fault; ended because the client went away first (the upstream connection a proxy
   closed). ``DELETE`` resets the finished, dropped and aborted counts.
+
+The three ``/_streamproxy/`` routes are the *control endpoints*. With ``allow_control=False``
+(what ``streamproxy replay`` does when bound to an address other than loopback, unless given
+``--allow-remote-control``) they answer ``403``: anyone who can reach the port could otherwise
+script faults and read the request bodies.
+
+A request body over :data:`MAX_REQUEST_BODY` gets ``413``.
 
 A ``drop_at`` fault sends its bytes and then aborts the response, so the client sees the
 connection close without the end of the chunked body.
@@ -50,6 +61,12 @@ MISMATCH_STATUS = 400
 INSPECTION_PATH = "/_streamproxy/requests"
 PLAN_PATH = "/_streamproxy/plan"
 RESPONSES_PATH = "/_streamproxy/responses"
+CONTROL_PREFIX = "/_streamproxy/"
+_ALL_METHODS = ["POST", "PUT", "PATCH", "GET", "DELETE"]
+MAX_CONTROL_BODY = 1024 * 1024
+"""The largest body the plan endpoint reads: 1 MiB."""
+MAX_REQUEST_BODY = 32 * 1024 * 1024
+"""The largest request body the replay routes read: 32 MiB."""
 
 
 @dataclass(slots=True)
@@ -66,10 +83,48 @@ class ReplayConnectionDropped(Exception):
     """Raised inside the response body to abort the connection (the ``drop_at`` fault)."""
 
 
-def create_replay_app(replayer: Replayer) -> Starlette:
-    """A Starlette app that answers from ``replayer`` (see the module docstring)."""
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused once it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise _BodyTooLarge
+    return bytes(body)
+
+
+def _error(message: str, status: int, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(f"the request body is larger than {limit} bytes", 413, "request_too_large")
+
+
+def create_replay_app(replayer: Replayer, *, allow_control: bool = True) -> Starlette:
+    """A Starlette app that answers from ``replayer`` (see the module docstring).
+
+    Args:
+        allow_control: serve the ``/_streamproxy/`` control endpoints; when false they answer
+            ``403`` (for a server reachable from other machines).
+    """
 
     counts = ResponseCounts()
+
+    async def refused(request: Request) -> Response:
+        return _error(
+            "the control endpoints are off on a non-loopback address; "
+            "start streamproxy replay with --allow-remote-control to use them",
+            403,
+            "permission_error",
+        )
 
     async def requests_received(request: Request) -> Response:
         if request.method == "DELETE":
@@ -83,14 +138,23 @@ def create_replay_app(replayer: Replayer) -> Starlette:
             return Response(status_code=204)
         if request.method == "POST":
             try:
-                entries = orjson.loads(await request.body())
+                entries = orjson.loads(await _read_body(request, MAX_CONTROL_BODY))
                 if not isinstance(entries, list):
                     raise ValueError("the plan is a JSON list of objects")
-                replayer.add_plan([Plan.from_json(entry) for entry in entries])
-            except (ValueError, CassetteError) as error:  # orjson.JSONDecodeError is a ValueError
+                plans = []
+                for index, entry in enumerate(entries):
+                    try:
+                        plans.append(Plan.from_json(entry))
+                    except ValueError as error:
+                        raise ValueError(f"plan entry {index}: {error}") from None
+                replayer.add_plan(plans)
+            except _BodyTooLarge:
+                return _too_large(MAX_CONTROL_BODY)
+            except orjson.JSONDecodeError:
+                return _error("the plan is not JSON", 400)
+            except (ValueError, CassetteError) as error:
                 message = error.message if isinstance(error, CassetteError) else str(error)
-                body = {"error": {"message": message, "type": "invalid_request_error"}}
-                return JSONResponse(body, status_code=400)
+                return _error(message, 400)
         return JSONResponse([_plan_summary(item) for item in replayer.plan])
 
     async def responses(request: Request) -> Response:
@@ -117,12 +181,16 @@ def create_replay_app(replayer: Replayer) -> Starlette:
 
     async def replay(request: Request) -> Response:
         started = time.monotonic()
+        try:
+            content = await _read_body(request, MAX_REQUEST_BODY)
+        except _BodyTooLarge:
+            return _too_large(MAX_REQUEST_BODY)
         recorded = recorded_request(
             request.method,
             request.url.path,
             request.url.query,
             request.headers.items(),
-            await request.body(),
+            content,
             set(),
         )
         try:
@@ -131,14 +199,20 @@ def create_replay_app(replayer: Replayer) -> Starlette:
             return JSONResponse(error.to_openai_error(), status_code=MISMATCH_STATUS)
         return _CountedResponse(answer, started, counts)
 
-    return Starlette(
-        routes=[
+    if allow_control:
+        control = [
             Route(INSPECTION_PATH, requests_received, methods=["GET", "DELETE"]),
             Route(PLAN_PATH, plan, methods=["GET", "POST", "DELETE"]),
             Route(RESPONSES_PATH, responses, methods=["GET", "DELETE"]),
+        ]
+    else:
+        control = [Route(CONTROL_PREFIX + "{path:path}", refused, methods=_ALL_METHODS)]
+    return Starlette(
+        routes=[
+            *control,
             Route("/v1/models", models, methods=["GET"]),
             Route("/models", models, methods=["GET"]),
-            Route("/{path:path}", replay, methods=["POST", "PUT", "PATCH", "GET", "DELETE"]),
+            Route("/{path:path}", replay, methods=_ALL_METHODS),
         ]
     )
 

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import httpx
+    import httpx2
 
     from streamproxy.cassette.format import Cassette, load
     from streamproxy.cassette.passthrough import create_record_app
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         except CassetteError as error:
             print(f"streamproxy record: {error} (use --overwrite to replace it)", file=sys.stderr)
             return 2
-    recorder = RecordTransport(httpx.AsyncHTTPTransport(), cassette=cassette, path=out)
+    recorder = RecordTransport(httpx2.AsyncHTTPTransport(), cassette=cassette, path=out)
     app = create_record_app(args.upstream, recorder)
     serve(app, host=args.host, port=args.port, name="streamproxy record", log_level=args.log_level)
     return 0

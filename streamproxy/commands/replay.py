@@ -6,11 +6,16 @@ Example::
     streamproxy replay ../shared/recordings --port 0 --resplit 7 --keepalive 0.3 --seed 42
 
 The first line on stdout is ``streamproxy replay: listening on http://127.0.0.1:PORT``.
+
+Bound to an address other than loopback (``--host 0.0.0.0``), the control endpoints
+(``/_streamproxy/plan``, ``/requests``, ``/responses``) answer 403 unless
+``--allow-remote-control`` is given; either way a line on stderr says which.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from typing import TYPE_CHECKING
 
@@ -49,6 +54,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
+    parser.add_argument(
+        "--allow-remote-control",
+        action="store_true",
+        help="serve the /_streamproxy/ control endpoints even on a non-loopback --host",
+    )
     add_fault_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -150,6 +160,16 @@ def plans_from_arguments(args: argparse.Namespace) -> list[Plan]:
     return plans
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     from streamproxy.cassette.replay import Replayer
     from streamproxy.cassette.server import create_replay_app, serve
@@ -166,6 +186,19 @@ def run(args: argparse.Namespace) -> int:
     except (CassetteError, ValueError) as error:
         print(f"streamproxy replay: {error}", file=sys.stderr)
         return 2
-    app = create_replay_app(replayer)
+    allow_control = is_loopback(args.host) or args.allow_remote_control
+    if not is_loopback(args.host):
+        state = (
+            "ON and reachable from other machines (--allow-remote-control)"
+            if allow_control
+            else "off (403); give --allow-remote-control to turn them on"
+        )
+        print(
+            f"streamproxy replay: {args.host} is not a loopback address: "
+            f"the /_streamproxy/ control endpoints are {state}",
+            file=sys.stderr,
+            flush=True,
+        )
+    app = create_replay_app(replayer, allow_control=allow_control)
     serve(app, host=args.host, port=args.port, name="streamproxy replay", log_level=args.log_level)
     return 0

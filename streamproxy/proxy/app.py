@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
+import httpx2
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -93,7 +93,7 @@ def create_app(
     config: Config,
     *,
     tools: ToolSet | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
     registry: CollectorRegistry | None = None,
     tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
@@ -195,7 +195,7 @@ class _Proxy:
         self,
         config: Config,
         tools: ToolSet,
-        transport: httpx.AsyncBaseTransport | None,
+        transport: httpx2.AsyncBaseTransport | None,
         *,
         telemetry: Telemetry | None = None,
     ) -> None:

@@ -8,7 +8,7 @@ JSON (an error some gateways send under 200) is one too, with status 502. Once b
 nothing is retried: ``UpstreamResponse.aiter_bytes`` maps transport failures to
 ``UpstreamError`` and the caller decides what the client sees.
 
-Any ``httpx.AsyncBaseTransport`` can be injected (a cassette replay, ``httpx.MockTransport``).
+Any ``httpx2.AsyncBaseTransport`` can be injected (a cassette replay, ``httpx2.MockTransport``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 import orjson
 
 from streamproxy.errors import UpstreamError
@@ -80,7 +80,7 @@ class UpstreamResponse:
 
     def __init__(
         self,
-        response: httpx.Response,
+        response: httpx2.Response,
         *,
         secret: str | None,
         on_close: Callable[[], None] | None = None,
@@ -96,9 +96,9 @@ class UpstreamResponse:
         try:
             async for chunk in self._response.aiter_bytes():
                 yield chunk
-        except httpx.TimeoutException:
+        except httpx2.TimeoutException:
             raise UpstreamError("the upstream stopped sending (read timeout)", status=504) from None
-        except httpx.TransportError as error:
+        except httpx2.TransportError as error:
             message = _scrub(f"the upstream connection failed: {error!r}", self._secret)
             raise UpstreamError(message, status=502) from None
 
@@ -125,7 +125,7 @@ class Upstream:
         base_url: str,
         *,
         api_key: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
         timeout: float = 600.0,
         connect_timeout: float = 10.0,
         retry: RetryPolicy | None = None,
@@ -137,11 +137,11 @@ class Upstream:
         self.open_responses = 0
         """Responses ``open_chat`` returned that were not closed yet (for diagnostics)."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
+        self._client = httpx2.AsyncClient(
             transport=transport,
             headers=headers,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+            timeout=httpx2.Timeout(timeout, connect=connect_timeout),
+            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200),
         )
 
     def chat_url(self, *, is_strict: bool = False) -> str:
@@ -192,9 +192,9 @@ class Upstream:
             retry_after: float | None = None
             try:
                 response = await self._client.send(request, stream=True)
-            except httpx.TimeoutException:
+            except httpx2.TimeoutException:
                 error = UpstreamError("the upstream did not answer in time", status=504)
-            except httpx.TransportError as failure:
+            except httpx2.TransportError as failure:
                 message = _scrub(f"cannot reach the upstream: {failure!r}", self._api_key)
                 error = UpstreamError(message, status=502)
             else:
@@ -227,7 +227,7 @@ class Upstream:
         """
         try:
             response = await self._client.get(f"{self.base_url}/models")
-        except httpx.TransportError as failure:
+        except httpx2.TransportError as failure:
             message = _scrub(f"cannot reach the upstream: {failure!r}", self._api_key)
             raise UpstreamError(message, status=502) from None
         if not response.is_success:
@@ -247,7 +247,7 @@ class Upstream:
         self.open_responses -= 1
 
     async def _status_error(
-        self, response: httpx.Response, *, status: int | None = None
+        self, response: httpx2.Response, *, status: int | None = None
     ) -> UpstreamError:
         """Read (a bounded part of) an error response and turn it into an ``UpstreamError``.
 
@@ -261,7 +261,7 @@ class Upstream:
                 size += len(chunk)
                 if size >= _MAX_ERROR_BODY:
                     break
-        except httpx.TransportError:
+        except httpx2.TransportError:
             pass
         finally:
             await response.aclose()
@@ -317,13 +317,13 @@ def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[],
     return call
 
 
-def _is_json(headers: httpx.Headers) -> bool:
+def _is_json(headers: httpx2.Headers) -> bool:
     """Whether the response says it is JSON (``application/json``, ``...+json``)."""
     media_type = str(headers.get("content-type", "")).split(";", 1)[0].strip().lower()
     return media_type == "application/json" or media_type.endswith("+json")
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
+def _retry_after(headers: httpx2.Headers) -> float | None:
     """``Retry-After`` in seconds (delta-seconds or an HTTP date), or None."""
     value = headers.get("retry-after")
     if value is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from streamproxy.cassette import Faults, ReplayTransport, load, read_cassette, replay_into
@@ -27,7 +27,7 @@ OWN_EXPECTED = {
 
 def _replayed_pieces(transport: ReplayTransport, body: object) -> list[bytes]:
     with (
-        httpx.Client(transport=transport) as client,
+        httpx2.Client(transport=transport) as client,
         client.stream("POST", "https://x/v1/chat/completions", json=body) as response,
     ):
         return list(response.iter_raw())

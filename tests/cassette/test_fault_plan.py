@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
+import httpx2
 import orjson
 import pytest
 
@@ -73,7 +73,7 @@ def test_out_of_range_values_are_refused(field: str, value: int) -> None:
 
 def test_status_answers_an_openai_error_body_with_retry_after() -> None:
     cassette = sse_cassette([BODY])
-    client = httpx.Client(
+    client = httpx2.Client(
         transport=ReplayTransport(cassette, faults=Faults(status=429, retry_after=1.5))
     )
     response = client.post("https://replay/v1/chat/completions", json={"stream": True})
@@ -84,7 +84,7 @@ def test_status_answers_an_openai_error_body_with_retry_after() -> None:
     assert response.json()["error"]["type"] == "rate_limit_error"
     # 200 is a JSON error body under a success status
     ok = ReplayTransport(cassette, faults=Faults(status=200))
-    response = httpx.Client(transport=ok).post("https://replay/chat/completions", json={})
+    response = httpx2.Client(transport=ok).post("https://replay/chat/completions", json={})
     assert response.status_code == 200 and "error" in response.json()
 
 
@@ -98,13 +98,13 @@ def test_a_plan_scripts_the_next_requests_then_matching_resumes() -> None:
             Plan(interaction=0, faults=Faults(drop_at=5)),
         ]
     )
-    client = httpx.Client(transport=transport)
+    client = httpx2.Client(transport=transport)
     statuses_bodies = []
     for _ in range(4):
         try:
             response = client.post("https://replay/chat/completions", json={"stream": True})
             statuses_bodies.append((response.status_code, response.content))
-        except httpx.RemoteProtocolError:
+        except httpx2.RemoteProtocolError:
             statuses_bodies.append((0, b"dropped"))
     assert statuses_bodies == [
         (503, status_error_body(503)),
@@ -141,8 +141,8 @@ def test_the_plan_endpoint_adds_shows_refuses_and_clears() -> None:
     app = create_replay_app(replayer)
 
     async def scenario() -> None:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://replay") as client:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://replay") as client:
             plan = [{"interaction": 1}, {"status": 429, "retry_after": 0}]
             assert (await client.post("/_streamproxy/plan", json=plan)).json() == [
                 {"interaction": 1},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from streamproxy.cassette import Faults, ReplayTransport, plan_delivery, replay_into
@@ -63,9 +63,9 @@ def test_drop_at_raises_a_transport_error_after_the_bytes_before_it(thinking_cas
     received = b""
     transport = ReplayTransport(thinking_cassette, faults=Faults(drop_at=at))
     with (
-        httpx.Client(transport=transport) as client,
+        httpx2.Client(transport=transport) as client,
         client.stream("POST", "https://x/chat/completions", json={"stream": True}) as response,
-        pytest.raises(httpx.RemoteProtocolError, match=f"dropped after {at} bytes"),
+        pytest.raises(httpx2.RemoteProtocolError, match=f"dropped after {at} bytes"),
     ):
         for data in response.iter_raw():
             received += data

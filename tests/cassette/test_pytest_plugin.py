@@ -11,7 +11,7 @@ pytest_plugins = ["pytester"]
 
 CONFTEST = """
 import json, pathlib
-import httpx
+import httpx2
 import pytest
 
 LOG = pathlib.Path(__file__).parent / "upstream.log"
@@ -22,11 +22,11 @@ def answer(request):
         log.write(question + "\\n")
     chunk = {"choices": [{"index": 0, "delta": {"content": "echo: " + question}}]}
     body = b"data: " + json.dumps(chunk).encode() + b"\\n\\ndata: [DONE]\\n\\n"
-    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+    return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
 
 @pytest.fixture
 def streamproxy_upstream_transport():
-    return httpx.MockTransport(answer)
+    return httpx2.MockTransport(answer)
 """
 
 TEST_MODULE = """

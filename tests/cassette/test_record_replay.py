@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 
-import httpx
+import httpx2
 import openai
 import orjson
 import pytest
@@ -26,10 +26,10 @@ from tests.helpers import of_type
 KEY = "sk-live-0123456789abcdefSECRET"
 
 
-def _upstream(chunks: list[bytes], seen: list[httpx.Request]) -> httpx.MockTransport:
+def _upstream(chunks: list[bytes], seen: list[httpx2.Request]) -> httpx2.MockTransport:
     """A fake upstream that streams ``chunks`` as separate reads, sync or async."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
         headers = {"content-type": "text/event-stream", "x-request-id": "req-1"}
 
@@ -41,11 +41,11 @@ def _upstream(chunks: list[bytes], seen: list[httpx.Request]) -> httpx.MockTrans
                 yield data
 
         is_async = request.extensions.get("test_async", False)
-        return httpx.Response(
+        return httpx2.Response(
             200, headers=headers, content=async_body() if is_async else sync_body()
         )
 
-    return httpx.MockTransport(handler)
+    return httpx2.MockTransport(handler)
 
 
 def _events(chunks: list[bytes]) -> list[object]:
@@ -65,10 +65,10 @@ REQUEST_BODY = {
 
 def test_record_then_replay_gives_the_same_bytes_boundaries_and_events(thinking_cassette) -> None:
     original = [chunk.data for chunk in thinking_cassette.interactions[0].response.chunks]
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
     recorder = RecordTransport(_upstream(original, seen))
     with (
-        httpx.Client(transport=recorder, base_url="https://api.deepseek.com") as client,
+        httpx2.Client(transport=recorder, base_url="https://api.deepseek.com") as client,
         client.stream(
             "POST",
             "/chat/completions",
@@ -91,7 +91,7 @@ def test_record_then_replay_gives_the_same_bytes_boundaries_and_events(thinking_
     assert interaction.response.headers["x-request-id"] == "req-1"
 
     with (
-        httpx.Client(transport=ReplayTransport(recorded), base_url="http://replay") as client,
+        httpx2.Client(transport=ReplayTransport(recorded), base_url="http://replay") as client,
         client.stream("POST", "/v1/chat/completions", json=REQUEST_BODY) as response,
     ):
         replayed = list(response.iter_raw())
@@ -106,14 +106,14 @@ def test_async_record_then_replay_gives_the_same_bytes(thinking_cassette) -> Non
 
     async def scenario() -> tuple[list[bytes], list[bytes], Cassette]:
         recorder = RecordTransport(_upstream(original, []))
-        async with httpx.AsyncClient(transport=recorder, base_url="https://x") as client:
+        async with httpx2.AsyncClient(transport=recorder, base_url="https://x") as client:
             request = client.build_request("POST", "/chat/completions", json=REQUEST_BODY)
             request.extensions["test_async"] = True
             response = await client.send(request, stream=True)
             passed = [data async for data in response.aiter_raw()]
             await response.aclose()
         async with (
-            httpx.AsyncClient(transport=ReplayTransport(recorder.cassette)) as client,
+            httpx2.AsyncClient(transport=ReplayTransport(recorder.cassette)) as client,
             client.stream("POST", "https://x/chat/completions", json=REQUEST_BODY) as reply,
         ):
             replayed = [data async for data in reply.aiter_raw()]
@@ -128,7 +128,7 @@ def test_a_response_closed_early_is_recorded_as_far_as_it_got(thinking_cassette)
     original = [chunk.data for chunk in thinking_cassette.interactions[0].response.chunks]
     recorder = RecordTransport(_upstream(original, []))
     with (
-        httpx.Client(transport=recorder) as client,
+        httpx2.Client(transport=recorder) as client,
         client.stream("POST", "https://x/chat/completions", json=REQUEST_BODY) as response,
     ):
         first = next(response.iter_raw())
@@ -139,7 +139,7 @@ def test_a_response_closed_early_is_recorded_as_far_as_it_got(thinking_cassette)
 def test_record_transport_saves_the_file_after_each_interaction(tmp_path) -> None:
     path = tmp_path / "out.cassette.json"
     recorder = RecordTransport(_upstream([b"data: [DONE]\n\n"], []), path=path, source="test run")
-    with httpx.Client(transport=recorder) as client:
+    with httpx2.Client(transport=recorder) as client:
         client.post("https://x/chat/completions", json=REQUEST_BODY)
         assert len(loads(path.read_bytes()).interactions) == 1
         client.post("https://x/chat/completions", json={**REQUEST_BODY, "n": 2})
@@ -151,8 +151,8 @@ def test_record_transport_saves_the_file_after_each_interaction(tmp_path) -> Non
 
 
 def test_record_transport_refuses_the_wrong_kind_of_client() -> None:
-    recorder = RecordTransport(httpx.AsyncHTTPTransport())
-    with httpx.Client(transport=recorder) as client, pytest.raises(TypeError, match="async"):
+    recorder = RecordTransport(httpx2.AsyncHTTPTransport())
+    with httpx2.Client(transport=recorder) as client, pytest.raises(TypeError, match="async"):
         client.get("http://127.0.0.1:9/")
 
 
@@ -160,7 +160,7 @@ def _openai(transport: ReplayTransport) -> openai.OpenAI:
     return openai.OpenAI(
         api_key="sk-unused",
         base_url="https://api.deepseek.com",
-        http_client=httpx.Client(transport=transport),
+        http_client=httpx2.Client(transport=transport),
         max_retries=0,
     )
 
@@ -204,7 +204,7 @@ def test_async_openai_sdk_streams_from_the_same_transport_class(thinking_cassett
     async def scenario() -> list[ToolCallReady]:
         client = openai.AsyncOpenAI(
             api_key="sk-unused",
-            http_client=httpx.AsyncClient(transport=ReplayTransport(thinking_cassette)),
+            http_client=httpx2.AsyncClient(transport=ReplayTransport(thinking_cassette)),
             max_retries=0,
         )
         stream = await client.chat.completions.create(
@@ -225,7 +225,7 @@ def test_async_openai_sdk_streams_from_the_same_transport_class(thinking_cassett
 def test_a_mismatch_raises_cassette_error_naming_the_nearest(thinking_cassette) -> None:
     two = Cassette(interactions=thinking_cassette.interactions * 2)
     with (
-        httpx.Client(transport=ReplayTransport(two)) as client,
+        httpx2.Client(transport=ReplayTransport(two)) as client,
         pytest.raises(CassetteError, match=r"nearest is interaction 0: body.messages\[0\].content"),
     ):
         client.post(
@@ -260,7 +260,7 @@ def test_timing_waits_for_the_scaled_recorded_offsets(
     offsets = [chunk.offset_ms for chunk in thinking_cassette.interactions[0].response.chunks]
     transport = ReplayTransport(thinking_cassette, timing=timing)  # type: ignore[arg-type]
     with (
-        httpx.Client(transport=transport) as client,
+        httpx2.Client(transport=transport) as client,
         client.stream("POST", "https://x/chat/completions", json={"stream": True}) as response,
     ):
         for _ in response.iter_raw():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from streamproxy.cassette import RecordTransport, dumps
@@ -51,10 +51,10 @@ def test_redact_headers_and_query_remember_the_values() -> None:
 
 
 def test_no_key_reaches_a_cassette_even_when_the_upstream_echoes_it() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         assert request.headers["authorization"] == f"Bearer {KEY}"  # the key does go upstream
         echo = f'data: {{"error": {{"message": "bad key {KEY[:3]}...", "key": "{KEY}"}}}}\n\n'
-        return httpx.Response(
+        return httpx2.Response(
             200,
             headers=[
                 ("content-type", "text/event-stream"),
@@ -64,8 +64,8 @@ def test_no_key_reaches_a_cassette_even_when_the_upstream_echoes_it() -> None:
             content=iter([echo[:40].encode(), echo[40:].encode()]),
         )
 
-    recorder = RecordTransport(httpx.MockTransport(handler))
-    with httpx.Client(transport=recorder) as client:
+    recorder = RecordTransport(httpx2.MockTransport(handler))
+    with httpx2.Client(transport=recorder) as client:
         client.post(
             f"https://api.example.com/v1/chat/completions?key={KEY}&api-version=2",
             headers={

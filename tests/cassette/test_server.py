@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 import openai
 import orjson
 import pytest
@@ -20,9 +20,9 @@ from .conftest import RECORDINGS
 DEMO = RECORDINGS / "demo-tool-loop.cassette.json"
 
 
-def _client(replayer: Replayer) -> httpx.AsyncClient:
+def _client(replayer: Replayer) -> httpx2.AsyncClient:
     app = create_replay_app(replayer)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://replay")
+    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://replay")
 
 
 def test_the_server_streams_the_recorded_bytes_and_records_requests() -> None:
@@ -46,7 +46,7 @@ def test_the_server_streams_the_recorded_bytes_and_records_requests() -> None:
 
 
 def test_a_mismatch_gets_a_400_openai_error_naming_the_nearest() -> None:
-    async def scenario() -> httpx.Response:
+    async def scenario() -> httpx2.Response:
         async with _client(Replayer(DEMO)) as client:
             return await client.post("/chat/completions", json={"model": "x", "messages": []})
 
@@ -115,25 +115,25 @@ KEY = "sk-upstream-9f8e7d6c5b4a3210"
 
 
 def test_the_record_pass_through_forwards_the_key_and_records_it_redacted(tmp_path) -> None:
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
     body = b'data: {"choices":[{"index":0,"delta":{"content":"ok"}}]}\n\ndata: [DONE]\n\n'
 
-    def upstream(request: httpx.Request) -> httpx.Response:
+    def upstream(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
 
         async def pieces() -> AsyncIterator[bytes]:
             yield body[:20]
             yield body[20:]
 
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=pieces())
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=pieces())
 
     path = tmp_path / "rec.cassette.json"
-    recorder = RecordTransport(httpx.MockTransport(upstream), path=path)
+    recorder = RecordTransport(httpx2.MockTransport(upstream), path=path)
     app = create_record_app("https://api.deepseek.com/beta", recorder)
 
-    async def scenario() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://rec") as client:
+    async def scenario() -> httpx2.Response:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://rec") as client:
             return await client.post(
                 "/chat/completions?x=1",
                 json={"model": "deepseek-chat", "stream": True},
@@ -158,14 +158,14 @@ def test_the_record_pass_through_forwards_the_key_and_records_it_redacted(tmp_pa
 
 
 def test_the_record_pass_through_answers_502_when_the_upstream_is_down(tmp_path) -> None:
-    def upstream(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused")
+    def upstream(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("connection refused")
 
-    app = create_record_app("https://down", RecordTransport(httpx.MockTransport(upstream)))
+    app = create_record_app("https://down", RecordTransport(httpx2.MockTransport(upstream)))
 
-    async def scenario() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://rec") as client:
+    async def scenario() -> httpx2.Response:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://rec") as client:
             return await client.post("/chat/completions", json={})
 
     response = asyncio.run(scenario())

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -77,7 +77,7 @@ def test_openai_sdk_runs_the_demo_tool_loop_against_a_replay_process() -> None:
         text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
         assert text == "It's currently **18 °C** and partly cloudy in Paris."
 
-        received = httpx.get(f"{url}/_streamproxy/requests").json()
+        received = httpx2.get(f"{url}/_streamproxy/requests").json()
         assert [r["path"] for r in received] == ["/v1/chat/completions"] * 2
         assert received[1]["body"]["messages"][1]["reasoning_content"].startswith("The user asks")
         models = client.models.list()
@@ -98,9 +98,9 @@ def test_drop_at_closes_the_connection_mid_body() -> None:
     with running("replay", str(DEMO), "--match", "turn", "--drop-at", "700") as url:
         received = b""
         with (
-            httpx.Client() as client,
+            httpx2.Client() as client,
             client.stream("POST", f"{url}/v1/chat/completions", json={"stream": True}) as reply,
-            pytest.raises(httpx.RemoteProtocolError),
+            pytest.raises(httpx2.RemoteProtocolError),
         ):
             for data in reply.iter_raw():
                 received += data
@@ -136,3 +136,14 @@ def test_record_process_records_a_replay_process_without_the_key(tmp_path) -> No
     assert interaction.request is not None
     assert interaction.request.headers["authorization"] == "<redacted>"
     assert interaction.request.body["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def test_a_replay_process_refuses_a_huge_event_plan_and_keeps_serving() -> None:
+    with running("replay", str(DEMO), "--match", "turn") as url:
+        refused = httpx2.post(f"{url}/_streamproxy/plan", json=[{"huge_event": 400 * 2**20}])
+        assert refused.status_code == 400
+        assert "huge_event must be in [128, 33554432]" in refused.json()["error"]["message"]
+        assert httpx2.get(f"{url}/_streamproxy/plan").json() == []
+        reply = httpx2.post(f"{url}/v1/chat/completions", json={"stream": True})
+        assert reply.status_code == 200
+        assert reply.content == load(DEMO).interactions[0].response.body

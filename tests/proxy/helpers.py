@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-import httpx
+import httpx2
 import orjson
 
 from streamproxy.config import DEFAULT_STATE_URL, Config
@@ -103,7 +103,7 @@ def tool_round(
 Body = list[bytes] | Callable[[], AsyncIterator[bytes]]
 
 
-class ScriptedStream(httpx.AsyncByteStream):
+class ScriptedStream(httpx2.AsyncByteStream):
     def __init__(self, body: Body, upstream: ScriptedUpstream) -> None:
         self.body = body
         self.upstream = upstream
@@ -124,30 +124,30 @@ class ScriptedStream(httpx.AsyncByteStream):
 class ScriptedUpstream:
     """Answers each upstream request with the next scripted response; keeps what it got."""
 
-    responses: list[httpx.Response | Body]
-    requests: list[httpx.Request] = field(default_factory=list)
+    responses: list[httpx2.Response | Body]
+    requests: list[httpx2.Request] = field(default_factory=list)
     closed: int = 0
 
     @property
     def bodies(self) -> list[dict[str, object]]:
         return [json.loads(request.content) for request in self.requests]
 
-    def transport(self) -> httpx.MockTransport:
-        async def handler(request: httpx.Request) -> httpx.Response:
+    def transport(self) -> httpx2.MockTransport:
+        async def handler(request: httpx2.Request) -> httpx2.Response:
             await request.aread()
             self.requests.append(request)
             if not self.responses:
-                return httpx.Response(500, json={"error": {"message": "script exhausted"}})
+                return httpx2.Response(500, json={"error": {"message": "script exhausted"}})
             item = self.responses.pop(0)
-            if isinstance(item, httpx.Response):
+            if isinstance(item, httpx2.Response):
                 return item
-            return httpx.Response(
+            return httpx2.Response(
                 200,
                 headers={"content-type": "text/event-stream"},
                 stream=ScriptedStream(item, self),
             )
 
-        return httpx.MockTransport(handler)
+        return httpx2.MockTransport(handler)
 
 
 def proxy_client(
@@ -155,7 +155,7 @@ def proxy_client(
     *,
     tools: ToolSet | None = None,
     config: Config | None = None,
-) -> httpx.AsyncClient:
+) -> httpx2.AsyncClient:
     config = config or Config(
         upstream_url="http://upstream.test/v1", api_key="sk-upstream-secret-key"
     )
@@ -167,7 +167,7 @@ def proxy_client(
         tools=tools or ToolSet(),
         transport=upstream.transport(),
     )
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy.test")
+    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://proxy.test")
 
 
 @dataclass
@@ -244,7 +244,7 @@ def parse_sse(raw: bytes) -> StreamResult:
 
 
 async def post_stream(
-    client: httpx.AsyncClient, body: dict[str, object], headers: dict[str, str] | None = None
+    client: httpx2.AsyncClient, body: dict[str, object], headers: dict[str, str] | None = None
 ) -> StreamResult:
     response = await client.post(
         "/v1/chat/completions", json={"stream": True, **body}, headers=headers

@@ -1,4 +1,4 @@
-"""The proxy app end to end in process: httpx.ASGITransport in, a scripted upstream out."""
+"""The proxy app end to end in process: httpx2.ASGITransport in, a scripted upstream out."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 import pytest
 
 from streamproxy.config import Config
@@ -348,7 +348,7 @@ async def test_the_upstream_key_never_reaches_the_client_or_the_logs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    failing = httpx.Response(401, json={"error": {"message": f"bad key {UPSTREAM_KEY}"}})
+    failing = httpx2.Response(401, json={"error": {"message": f"bad key {UPSTREAM_KEY}"}})
     upstream = ScriptedUpstream([tool_round([("c", "get_weather", '{"city": "x"}')]), failing])
     async with proxy_client(upstream, tools=TOOLS) as client:
         result = await post_stream(client, {"model": MODEL, "messages": USER})
@@ -384,7 +384,7 @@ async def test_non_streaming_runs_the_loop_and_returns_one_completion() -> None:
 
 async def test_upstream_status_and_body_are_passed_through_before_the_first_byte() -> None:
     body = {"error": {"message": "Model Not Exist", "type": "invalid_request_error", "code": None}}
-    upstream = ScriptedUpstream([httpx.Response(400, json=body)])
+    upstream = ScriptedUpstream([httpx2.Response(400, json=body)])
     async with proxy_client(upstream) as client:
         response = await client.post(
             "/v1/chat/completions", json={"model": "nope", "messages": USER, "stream": True}
@@ -396,8 +396,8 @@ async def test_upstream_status_and_body_are_passed_through_before_the_first_byte
 async def test_retryable_failures_are_retried_before_the_first_byte() -> None:
     upstream = ScriptedUpstream(
         [
-            httpx.Response(503, json={"error": {"message": "busy"}}),
-            httpx.Response(429, headers={"Retry-After": "0"}, json={}),
+            httpx2.Response(503, json={"error": {"message": "busy"}}),
+            httpx2.Response(429, headers={"Retry-After": "0"}, json={}),
             content_round("ok"),
         ]
     )
@@ -630,18 +630,18 @@ async def test_audit_line_per_tool_run(caplog: pytest.LogCaptureFixture) -> None
 async def test_models_and_health() -> None:
     upstream = ScriptedUpstream([])
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"object": "list", "data": [{"id": MODEL}]})
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json={"object": "list", "data": [{"id": MODEL}]})
 
     from streamproxy.proxy import create_app
 
     app = create_app(
         Config(upstream_url="http://upstream.test/v1"),
         tools=ToolSet(),
-        transport=httpx.MockTransport(handler),
+        transport=httpx2.MockTransport(handler),
     )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://proxy.test"
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=app), base_url="http://proxy.test"
     ) as client:
         models = await client.get("/v1/models")
         health = await client.get("/healthz")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
+import httpx2
 import pytest
 
 from streamproxy.cli import build_parser
@@ -21,10 +21,10 @@ pytestmark = pytest.mark.anyio
 SSE = b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n'
 
 
-def _app(config: Config, handler: httpx.MockTransport | None = None) -> httpx.AsyncClient:
-    transport = handler or httpx.MockTransport(lambda request: httpx.Response(200, content=SSE))
+def _app(config: Config, handler: httpx2.MockTransport | None = None) -> httpx2.AsyncClient:
+    transport = handler or httpx2.MockTransport(lambda request: httpx2.Response(200, content=SSE))
     app = create_app(config, tools=ToolSet(), transport=transport)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy")
+    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://proxy")
 
 
 async def test_diagnostics_are_off_unless_asked_for() -> None:
@@ -53,12 +53,12 @@ async def test_diagnostics_count_a_request_in_flight() -> None:
     release = asyncio.Event()
     seen: dict[str, object] = {}
 
-    async def slow_upstream(request: httpx.Request) -> httpx.Response:
+    async def slow_upstream(request: httpx2.Request) -> httpx2.Response:
         await release.wait()
-        return httpx.Response(200, content=SSE)
+        return httpx2.Response(200, content=SSE)
 
     config = Config(upstream_url="http://upstream.test/v1", diagnostics=True)
-    async with _app(config, httpx.MockTransport(slow_upstream)) as client:
+    async with _app(config, httpx2.MockTransport(slow_upstream)) as client:
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         pending = asyncio.ensure_future(client.post("/v1/chat/completions", json=body))
         for _ in range(100):
@@ -72,11 +72,11 @@ async def test_diagnostics_count_a_request_in_flight() -> None:
 
 
 async def test_a_json_error_under_200_is_an_upstream_error_not_a_stream() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         error = {"error": {"message": "quota exceeded", "type": "rate_limit_error"}}
-        return httpx.Response(200, json=error)
+        return httpx2.Response(200, json=error)
 
-    upstream = Upstream("http://upstream.test/v1", transport=httpx.MockTransport(handler))
+    upstream = Upstream("http://upstream.test/v1", transport=httpx2.MockTransport(handler))
     with pytest.raises(UpstreamError) as raised:
         await upstream.open_chat({"model": "m"})
     assert raised.value.status == 502
@@ -85,7 +85,7 @@ async def test_a_json_error_under_200_is_an_upstream_error_not_a_stream() -> Non
 
 
 async def test_open_responses_are_counted_until_closed() -> None:
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=SSE))
+    transport = httpx2.MockTransport(lambda request: httpx2.Response(200, content=SSE))
     upstream = Upstream("http://upstream.test/v1", transport=transport, retry=RetryPolicy())
     first = await upstream.open_chat({"model": "m"})
     second = await upstream.open_chat({"model": "m"})

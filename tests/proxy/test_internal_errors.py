@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 import orjson
 import pytest
 
@@ -32,16 +32,16 @@ async def _frames(*pieces: bytes) -> list[dict[str, object]]:
         for piece in pieces:
             yield piece
 
-    transport = httpx.MockTransport(
-        lambda request: httpx.Response(
+    transport = httpx2.MockTransport(
+        lambda request: httpx2.Response(
             200, content=body(), headers={"content-type": "text/event-stream"}
         )
     )
     app = create_app(
         Config(upstream_url="http://upstream.test/v1"), tools=ToolSet(), transport=transport
     )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://proxy.test"
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=app), base_url="http://proxy.test"
     ) as client:
         response = await client.post("/v1/chat/completions", json=REQUEST)
     assert response.status_code == 200

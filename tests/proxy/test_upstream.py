@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 
-import httpx
+import httpx2
 import pytest
 
 from streamproxy.errors import UpstreamError
@@ -15,7 +15,7 @@ FAST = RetryPolicy(retries=2, base_delay=0.001, max_delay=0.002)
 pytestmark = pytest.mark.anyio
 
 
-class ChunkedStream(httpx.AsyncByteStream):
+class ChunkedStream(httpx2.AsyncByteStream):
     """A response body delivered in the given pieces; records whether it was closed."""
 
     def __init__(self, pieces: list[bytes], *, fail_after: int | None = None) -> None:
@@ -26,7 +26,7 @@ class ChunkedStream(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for number, piece in enumerate(self.pieces):
             if self.fail_after is not None and number == self.fail_after:
-                raise httpx.ReadError("connection reset")
+                raise httpx2.ReadError("connection reset")
             yield piece
 
     async def aclose(self) -> None:
@@ -34,21 +34,21 @@ class ChunkedStream(httpx.AsyncByteStream):
 
 
 def make_upstream(
-    handler: Callable[[httpx.Request], httpx.Response],
+    handler: Callable[[httpx2.Request], httpx2.Response],
     *,
     base_url: str = "http://upstream.test/v1",
     retry: RetryPolicy = FAST,
 ) -> Upstream:
-    return Upstream(base_url, api_key=KEY, transport=httpx.MockTransport(handler), retry=retry)
+    return Upstream(base_url, api_key=KEY, transport=httpx2.MockTransport(handler), retry=retry)
 
 
 async def test_streams_raw_bytes_unchanged_and_sends_key_and_body() -> None:
     pieces = [b'data: {"a"', b":1}\n\n", b"data: [DONE]\n\n"]
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
-        return httpx.Response(200, stream=ChunkedStream(pieces))
+        return httpx2.Response(200, stream=ChunkedStream(pieces))
 
     upstream = make_upstream(handler)
     async with await upstream.open_chat({"model": "m", "stream": True}) as response:
@@ -84,11 +84,11 @@ def test_is_deepseek_url() -> None:
 async def test_retries_retryable_statuses_then_succeeds(status: int) -> None:
     attempts: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         attempts.append(1)
         if len(attempts) < 3:
-            return httpx.Response(status, json={"error": {"message": "busy"}})
-        return httpx.Response(200, content=b"data: [DONE]\n\n")
+            return httpx2.Response(status, json={"error": {"message": "busy"}})
+        return httpx2.Response(200, content=b"data: [DONE]\n\n")
 
     upstream = make_upstream(handler)
     async with await upstream.open_chat({}) as response:
@@ -99,9 +99,9 @@ async def test_retries_retryable_statuses_then_succeeds(status: int) -> None:
 async def test_gives_up_after_the_retry_budget_with_the_upstream_status() -> None:
     attempts: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         attempts.append(1)
-        return httpx.Response(503, json={"error": {"message": "overloaded", "type": "x"}})
+        return httpx2.Response(503, json={"error": {"message": "overloaded", "type": "x"}})
 
     with pytest.raises(UpstreamError) as caught:
         await make_upstream(handler).open_chat({})
@@ -116,9 +116,9 @@ async def test_gives_up_after_the_retry_budget_with_the_upstream_status() -> Non
 async def test_other_statuses_are_not_retried(status: int) -> None:
     attempts: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         attempts.append(1)
-        return httpx.Response(status, text="plain failure")
+        return httpx2.Response(status, text="plain failure")
 
     with pytest.raises(UpstreamError) as caught:
         await make_upstream(handler).open_chat({})
@@ -136,11 +136,11 @@ async def test_retry_after_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("streamproxy.proxy.upstream.asyncio.sleep", fake_sleep)
     attempts: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         attempts.append(1)
         if len(attempts) == 1:
-            return httpx.Response(429, headers={"Retry-After": "7"}, json={})
-        return httpx.Response(200, content=b"")
+            return httpx2.Response(429, headers={"Retry-After": "7"}, json={})
+        return httpx2.Response(200, content=b"")
 
     await (await make_upstream(handler).open_chat({})).aclose()
     assert waits == [7.0]
@@ -149,9 +149,9 @@ async def test_retry_after_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_retry_after_beyond_the_ceiling_is_not_waited_for() -> None:
     attempts: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         attempts.append(1)
-        return httpx.Response(429, headers={"Retry-After": "3600"}, json={})
+        return httpx2.Response(429, headers={"Retry-After": "3600"}, json={})
 
     with pytest.raises(UpstreamError) as caught:
         await make_upstream(handler).open_chat({})
@@ -162,9 +162,9 @@ async def test_retry_after_beyond_the_ceiling_is_not_waited_for() -> None:
 async def test_connection_errors_are_retried_then_mapped_to_502() -> None:
     attempts: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         attempts.append(1)
-        raise httpx.ConnectError("refused")
+        raise httpx2.ConnectError("refused")
 
     with pytest.raises(UpstreamError) as caught:
         await make_upstream(handler).open_chat({})
@@ -173,8 +173,8 @@ async def test_connection_errors_are_retried_then_mapped_to_502() -> None:
 
 
 async def test_timeouts_map_to_504() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectTimeout("slow")
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectTimeout("slow")
 
     with pytest.raises(UpstreamError) as caught:
         await make_upstream(handler, retry=RetryPolicy(retries=0)).open_chat({})
@@ -184,9 +184,9 @@ async def test_timeouts_map_to_504() -> None:
 async def test_a_failure_mid_body_is_an_upstream_error_and_not_retried() -> None:
     attempts: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         attempts.append(1)
-        return httpx.Response(200, stream=ChunkedStream([b"data: 1\n\n", b"x"], fail_after=1))
+        return httpx2.Response(200, stream=ChunkedStream([b"data: 1\n\n", b"x"], fail_after=1))
 
     response = await make_upstream(handler).open_chat({})
     received: list[bytes] = []
@@ -201,8 +201,8 @@ async def test_a_failure_mid_body_is_an_upstream_error_and_not_retried() -> None
 async def test_closing_the_response_closes_the_upstream_body() -> None:
     stream = ChunkedStream([b"a", b"b", b"c"])
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, stream=stream)
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, stream=stream)
 
     response = await make_upstream(handler).open_chat({})
     async for _ in response.aiter_bytes():
@@ -212,8 +212,8 @@ async def test_closing_the_response_closes_the_upstream_body() -> None:
 
 
 async def test_the_key_is_scrubbed_from_error_bodies() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(401, json={"error": {"message": f"key {KEY} is invalid"}})
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(401, json={"error": {"message": f"key {KEY} is invalid"}})
 
     with pytest.raises(UpstreamError) as caught:
         await make_upstream(handler).open_chat({})
@@ -223,17 +223,17 @@ async def test_the_key_is_scrubbed_from_error_bodies() -> None:
 
 
 async def test_list_models() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         assert request.url.path == "/v1/models"
-        return httpx.Response(200, json={"object": "list", "data": [{"id": "m"}]})
+        return httpx2.Response(200, json={"object": "list", "data": [{"id": "m"}]})
 
     assert await make_upstream(handler).list_models() == {
         "object": "list",
         "data": [{"id": "m"}],
     }
 
-    def failing(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(500, text="nope")
+    def failing(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(500, text="nope")
 
     with pytest.raises(UpstreamError) as caught:
         await make_upstream(failing).list_models()

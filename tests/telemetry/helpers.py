@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -21,7 +21,7 @@ UPSTREAM_URL = "https://api.deepseek.com"
 
 @dataclass
 class Observed:
-    client: httpx.AsyncClient
+    client: httpx2.AsyncClient
     exporter: InMemorySpanExporter
 
     async def scrape(self, headers: dict[str, str] | None = None) -> Scrape:
@@ -83,5 +83,7 @@ def observed_proxy(
         registry=CollectorRegistry(),
         tracer_provider=provider,
     )
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy.test")
+    client = httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(app=app), base_url="http://proxy.test"
+    )
     return Observed(client, exporter)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 import pytest
 
 from streamproxy.config import Config
@@ -163,8 +163,8 @@ async def test_openai_usage_fields_count_cache_reads_once() -> None:
 
 
 async def test_retries_and_errors_by_code() -> None:
-    busy = httpx.Response(503, json={"error": {"message": "busy"}}, headers={"retry-after": "0"})
-    refused = httpx.Response(400, json={"error": {"message": "bad model"}})
+    busy = httpx2.Response(503, json={"error": {"message": "busy"}}, headers={"retry-after": "0"})
+    refused = httpx2.Response(400, json={"error": {"message": "bad model"}})
     observed = observed_proxy(ScriptedUpstream([busy, content_round("ok"), refused]))
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
     async with observed.client:
@@ -245,7 +245,7 @@ async def test_model_labels_are_bounded() -> None:
 
 async def test_an_upstream_failure_in_a_later_round_is_counted_once_by_its_code() -> None:
     first = tool_round([("call_1", "get_weather", '{"city": "Paris"}')])
-    refused = httpx.Response(400, json={"error": {"message": "context too long"}})
+    refused = httpx2.Response(400, json={"error": {"message": "context too long"}})
     observed = observed_proxy(ScriptedUpstream([first, refused]), tools=TOOLS)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "weather?"}]}
     async with observed.client:

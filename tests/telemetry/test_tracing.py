@@ -94,9 +94,9 @@ async def test_without_a_client_context_the_proxy_starts_a_trace() -> None:
 
 
 async def test_an_upstream_failure_marks_the_round_and_the_request() -> None:
-    import httpx
+    import httpx2
 
-    refused = httpx.Response(400, json={"error": {"message": "bad model"}})
+    refused = httpx2.Response(400, json={"error": {"message": "bad model"}})
     observed = observed_proxy(ScriptedUpstream([refused]))
     async with observed.client:
         assert (await post_stream(observed.client, BODY)).status == 400
