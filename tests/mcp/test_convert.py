@@ -50,10 +50,12 @@ def text(value: str) -> mcp_types.TextContent:
 
 def test_text_blocks_and_structured_content() -> None:
     assert call_result_text([text("one"), text("two")], None, False) == "one\ntwo"
-    # the text already is the structured content: not sent twice
+    # a text block says it already (the spec asks servers to send both): not sent twice
     assert call_result_text([text('{"a": 1}')], {"a": 1}, False) == '{"a": 1}'
-    assert call_result_text([text("summary")], {"a": 1}, False) == 'summary\n{"a":1}'
+    assert call_result_text([text("5")], {"result": 5}, False) == "5"
     assert call_result_text([], {"a": "é"}, False) == '{"a":"é"}'
+    link = mcp_types.ResourceLink(type="resource_link", uri="file:///a.txt", name="a")
+    assert call_result_text([link], {"a": 1}, False) == '[resource file:///a.txt]\n{"a":1}'
     image = mcp_types.ImageContent(type="image", data="AAAA", mime_type="image/png")
     assert call_result_text([image], None, False) == "[image image/png, not shown]"
 

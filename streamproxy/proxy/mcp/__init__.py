@@ -19,8 +19,9 @@ characters is cut and ends in a short hash. A name, once given, stays while the 
 the moment its call is sealed), ``destructiveHint`` -> ``needs_approval``, anything else ->
 ``auto`` (runs when the round ends cleanly).
 
-**Results** go to the model as text: the text blocks, then the structured content as JSON when
-no text block already is it; other blocks become a bracketed note. ``isError``, an error answer,
+**Results** go to the model as text: the text blocks (the spec has servers put structured
+content's JSON there too), or the structured content as JSON when there is no text block; other
+blocks become a bracketed note. ``isError``, an error answer,
 a call past the server's ``timeout`` and a server that went away each give the model an error
 result (``Tool.run``) and the stream goes on; a server that went away is reconnected (a stdio
 server restarted) with a bounded backoff, so a later call works.

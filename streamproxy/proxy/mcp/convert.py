@@ -72,14 +72,16 @@ def call_result_text(
     """A ``tools/call`` result as the text the model gets.
 
     Text blocks are joined by newlines; other blocks become a short bracketed note (an image's
-    bytes are no use to a text model); the structured content is added as JSON unless a text
-    block already is that JSON (servers are asked to send both).
+    bytes are no use to a text model). The structured content is sent as JSON only when there
+    is no text block: the spec asks servers to send its JSON as text too, so a text block
+    already says it (often better, a tool returning ``5`` says ``5``, not ``{"result": 5}``).
 
     Raises:
         McpToolError: ``isError`` was set; its message is the text above.
     """
     parts = [_block_text(block) for block in content]
-    if structured is not None and not any(_is_json_of(part, structured) for part in parts):
+    has_text = any(getattr(block, "type", None) == "text" for block in content)
+    if structured is not None and not has_text:
         parts.append(json.dumps(structured, ensure_ascii=False, separators=(",", ":")))
     text = "\n".join(part for part in parts if part)
     if is_error:
@@ -102,10 +104,3 @@ def _block_text(block: Any) -> str:
             return text
         return f"[resource {resource.uri} {getattr(resource, 'mime_type', '') or ''}, binary]"
     return f"[{kind} content, not shown]"
-
-
-def _is_json_of(text: str, structured: Mapping[str, Any]) -> bool:
-    try:
-        return bool(json.loads(text) == structured)
-    except ValueError:
-        return False
