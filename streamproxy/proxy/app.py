@@ -20,9 +20,9 @@ import asyncio
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from starlette.applications import Starlette
@@ -63,11 +63,20 @@ class _ClientDisconnected(Exception):
     """The client went away before the response started."""
 
 
+class Service(Protocol):
+    """Something the app starts before it serves and stops after (``McpTools``)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 def create_app(
     config: Config,
     *,
     tools: ToolSet | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    services: Sequence[Service] = (),
 ) -> Starlette:
     """The proxy as an ASGI app; mount it anywhere.
 
@@ -76,8 +85,11 @@ def create_app(
         tools: the server tools; default: none, or ``config.tools`` loaded when set.
         transport: an httpx transport for the upstream (a cassette replay, a mock); default:
             the network.
+        services: started in order in the app's lifespan before it serves, stopped in reverse
+            after (the MCP servers that lend ``tools`` theirs).
     """
     proxy = _Proxy(config, tools if tools is not None else _configured_tools(config), transport)
+    proxy.services = tuple(services)
     routes = [
         Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
         Route("/chat/completions", proxy.chat_completions, methods=["POST"]),
@@ -144,12 +156,19 @@ class _Proxy:
         self.limits = Limits(max_arguments_size=config.max_arguments_size)
         self.requests = Requests()
         self._signer: ApprovalSigner | None = None
+        self.services: tuple[Service, ...] = ()
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        started: list[Service] = []
         try:
+            for service in self.services:
+                await service.start()
+                started.append(service)
             yield
         finally:
+            for service in reversed(started):
+                await service.stop()
             await self.upstream.aclose()
             await self.store.aclose()
 
