@@ -44,7 +44,9 @@ logger = logging.getLogger("streamproxy.mcp")
 CallMeta = Callable[[], Mapping[str, object] | None]
 """Gives the ``_meta`` of one ``tools/call`` (W3C ``traceparent``/``tracestate`` from the current
 span, say), or None; called in the task that runs the tool."""
-Protocol = Literal["auto", "legacy"]
+ProtocolMode = Literal["auto", "legacy"]
+"""``auto``: the 2026 protocol when the server speaks it, else the handshake; ``legacy``: the
+handshake only (tests use it to cover handshake-era servers)."""
 
 CONNECT_TIMEOUT = 30.0
 """Longest a connection (start-up, handshake, first listing) may take."""
@@ -80,7 +82,7 @@ class McpConnection:
         server: McpServer,
         *,
         on_tools: Callable[[McpConnection, list[mcp_types.Tool]], None],
-        protocol: Protocol = "auto",
+        protocol: ProtocolMode = "auto",
     ) -> None:
         self.server = server
         self._on_tools = on_tools
@@ -282,7 +284,7 @@ class McpTools:
         tools: ToolSet,
         *,
         call_meta: CallMeta | None = None,
-        protocol: Protocol = "auto",
+        protocol: ProtocolMode = "auto",
     ) -> None:
         self.config = config
         self.tools = tools
