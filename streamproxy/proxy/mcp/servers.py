@@ -361,7 +361,7 @@ class McpTools:
             public = previous or public_name(server, mcp_name, self.tools.names)
             try:
                 entry = self._tool(connection, public, definition)
-            except ToolDefinitionError as error:
+            except Exception as error:  # a bad name or schema from the server: skip that tool
                 logger.warning("MCP server %s: tool %r skipped: %s", server, mcp_name, error)
                 continue
             self.tools.add(entry)
