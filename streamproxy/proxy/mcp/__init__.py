@@ -44,8 +44,9 @@ from streamproxy.proxy.mcp.config import (
     load_mcp_config,
     parse_mcp_config,
 )
+from streamproxy.proxy.mcp.connection import CallMeta, McpConnection, ProtocolMode
 from streamproxy.proxy.mcp.convert import call_result_text, public_name, tool_mode
-from streamproxy.proxy.mcp.servers import CallMeta, McpConnection, McpTools
+from streamproxy.proxy.mcp.registry import McpTools
 
 __all__ = [
     "CallMeta",
@@ -54,6 +55,7 @@ __all__ = [
     "McpConnection",
     "McpServer",
     "McpTools",
+    "ProtocolMode",
     "StdioServer",
     "call_result_text",
     "load_mcp_config",
