@@ -50,6 +50,9 @@ class Config:
     api_key: str | None = field(default=None, repr=False)
     tools: str | None = None
     """``module:attr`` naming a list of functions or a ``ToolSet``."""
+    mcp_config: str | None = None
+    """An ``{"mcpServers": ...}`` file whose servers' tools join the server tools
+    (``streamproxy.proxy.mcp``)."""
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1

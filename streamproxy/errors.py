@@ -18,6 +18,7 @@ tool definitions each raise one of these. The HTTP status a proxy answers with a
       StateLimitError           a client's share of the state store is full           429
       CassetteError             a cassette is malformed or nothing in it matches      500
       ToolDefinitionError       a function cannot be a tool, or a tools spec is wrong  (start-up)
+      McpToolError              an MCP tool call failed (isError, server gone)   (a tool result)
 
 The message is built in ``__init__`` from fields, so a handler can read the fields instead of
 parsing text. The core (``streamproxy.core``) raises ``ProtocolError`` and
@@ -32,6 +33,7 @@ __all__ = [
     "IncompleteStreamError",
     "InternalError",
     "LimitExceededError",
+    "McpToolError",
     "ProtocolError",
     "RequestError",
     "RequestTooLargeError",
@@ -174,3 +176,13 @@ class ToolDefinitionError(StreamProxyError, ValueError):
     """A function cannot be a tool (no hints, bad name, duplicate) or a tools spec is wrong."""
 
     code = "tool_definition_error"
+
+
+class McpToolError(StreamProxyError):
+    """An MCP server's tool call failed: ``isError``, an error answer, or the server is gone.
+
+    Never reaches a client as an HTTP error: ``Tool.run`` turns it into the tool result the model
+    reads (``error: McpToolError: ...``), and the stream goes on.
+    """
+
+    code = "mcp_tool_error"

@@ -5,6 +5,7 @@ Examples::
     streamproxy serve                                   # offline demo, or DeepSeek with a key
     DEEPSEEK_API_KEY=sk-... streamproxy serve --tools my_tools:TOOLS --port 8000
     streamproxy serve --upstream http://127.0.0.1:8101/v1 --port 0 --workers 2
+    streamproxy serve --mcp ~/.cursor/mcp.json        # MCP servers' tools as server tools
 
 With no key in ``--api-key-env`` (``DEEPSEEK_API_KEY``) and no ``--upstream``, the proxy starts on
 its built-in offline demo (``streamproxy.demo``) and says so in its first log line. Once bound, it
@@ -69,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"environment variable holding the upstream key (default {DEFAULT_API_KEY_ENV})",
     )
     add("--tools", metavar="MODULE:ATTR", help="server tools to load")
+    add(
+        "--mcp",
+        metavar="FILE",
+        help='MCP servers whose tools become server tools: a {"mcpServers": ...} file as '
+        "Claude Desktop, Cursor and VS Code write it (needs streamproxy[mcp])",
+    )
     add("--host", default=DEFAULTS.host, help=f"address to bind (default {DEFAULTS.host})")
     add("--port", type=int, default=DEFAULTS.port, help="port (0: any free)")
     add("--workers", type=int, default=DEFAULTS.workers, help="worker processes")
@@ -172,6 +179,7 @@ def config_from_arguments(args: argparse.Namespace) -> Config:
         upstream_url=args.upstream or DEFAULTS.upstream_url,
         api_key=api_key,
         tools=args.tools,
+        mcp_config=args.mcp,
         host=args.host,
         port=args.port,
         workers=args.workers,
@@ -230,7 +238,12 @@ def build_app(config: Config) -> Any:
         transport = demo_transport()
     for entry in tools:
         logger.info("%s", entry.describe())
-    return create_app(config, tools=tools, transport=transport)
+    services = []
+    if config.mcp_config:  # checked now; the servers start in the app's lifespan
+        from streamproxy.proxy.mcp import McpTools, load_mcp_config
+
+        services.append(McpTools(load_mcp_config(config.mcp_config), tools))
+    return create_app(config, tools=tools, transport=transport, services=services)
 
 
 def serve(config: Config, app: Any, *, api_key_env: str, client_keys_env: str | None) -> int:

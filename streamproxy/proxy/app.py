@@ -24,9 +24,16 @@ import asyncio
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Sequence,
+)
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx2
 import orjson
@@ -89,11 +96,20 @@ class _ClientDisconnected(Exception):
     """The client went away before the response started."""
 
 
+class Service(Protocol):
+    """Something the app starts before it serves and stops after (``McpTools``)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 def create_app(
     config: Config,
     *,
     tools: ToolSet | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
+    services: Sequence[Service] = (),
     registry: CollectorRegistry | None = None,
     tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
@@ -104,6 +120,8 @@ def create_app(
         tools: the server tools; default: none, or ``config.tools`` loaded when set.
         transport: an httpx transport for the upstream (a cassette replay, a mock); default:
             the network.
+        services: started in order in the app's lifespan before it serves, stopped in reverse
+            after (the MCP servers that lend ``tools`` theirs).
         registry: where the metrics live; default: a new registry for this app.
         tracer_provider: the traces' provider; default: from the ``OTEL_*`` variables.
     """
@@ -115,6 +133,7 @@ def create_app(
             upstream_url=config.upstream_url, registry=registry, tracer_provider=tracer_provider
         ),
     )
+    proxy.services = tuple(services)
     routes = [
         Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
         Route("/chat/completions", proxy.chat_completions, methods=["POST"]),
@@ -221,12 +240,19 @@ class _Proxy:
         self.requests = Requests()
         self.telemetry = telemetry or Telemetry(upstream_url=config.upstream_url)
         self._signer: ApprovalSigner | None = None
+        self.services: tuple[Service, ...] = ()
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        started: list[Service] = []
         try:
+            for service in self.services:
+                await service.start()
+                started.append(service)
             yield
         finally:
+            for service in reversed(started):
+                await service.stop()
             await self.upstream.aclose()
             await self.store.aclose()
 
@@ -325,7 +351,7 @@ class _Proxy:
         )
         turn = Turn(
             chat,
-            tools=self.tools,
+            tools=ToolSet(self.tools),  # this request's tools, whatever an MCP server changes
             signer=signer,
             client=client,
             max_rounds=config.max_rounds,
