@@ -5,6 +5,7 @@ Routes (each also without the ``/v1`` prefix):
 - ``POST /v1/chat/completions``: streaming and not, with server tools run in the loop;
 - ``GET /v1/models``: the upstream's model list;
 - ``GET /healthz``: ``{"status": "ok"}``, no key needed;
+- ``GET /``: the playground page, unless ``Config(playground=False)`` (``playground.py``);
 - ``GET /_streamproxy/diagnostics``: only with ``Config(diagnostics=True)`` (``diagnostics.py``).
 
 Every endpoint goes through ``_answering_errors``: an error before the response starts gets its
@@ -44,6 +45,7 @@ from streamproxy.proxy._state_shim import MemoryStore
 from streamproxy.proxy.approval import ApprovalSigner, client_identity
 from streamproxy.proxy.conversation import rebuild
 from streamproxy.proxy.diagnostics import DIAGNOSTICS_PATH, RequestCounter, Requests, snapshot
+from streamproxy.proxy.playground import playground
 from streamproxy.proxy.request import parse_request
 from streamproxy.proxy.response import EventStreamResponse
 from streamproxy.proxy.runner import TurnRunner
@@ -85,6 +87,8 @@ def create_app(
         Route("/models", proxy.models, methods=["GET"]),
         Route("/healthz", proxy.healthz, methods=["GET"]),
     ]
+    if config.playground:
+        routes.append(Route("/", playground, methods=["GET"]))
     middleware = []
     if config.diagnostics:
         routes.append(Route(DIAGNOSTICS_PATH, proxy.diagnostics, methods=["GET"]))
