@@ -116,7 +116,7 @@ def test_the_demo_streams_an_answer_and_a_tool_card(tmp_path: Path) -> None:
         # the answer, streamed: the page showed it growing piece by piece
         assert turn.locator(".content").all_text_contents() == [DEMO_ANSWER]
         growing = [text for text in seen["contents"] if text]
-        assert len(growing) >= 10 and growing[-1] == DEMO_ANSWER
+        assert len(growing) >= 4 and growing[-1] == DEMO_ANSWER  # reads may coalesce
         assert all(DEMO_ANSWER.startswith(text) for text in growing)
         # reasoning of both rounds, in collapsible blocks (closed until opened)
         reasoning = turn.locator("details.reasoning")
@@ -207,6 +207,7 @@ def test_approve_runs_the_tool_once_and_the_answer_streams(tmp_path: Path) -> No
     (tmp_path / "playground_tools.py").write_text(textwrap.dedent(TOOLS_MODULE))
     env = _environment(PLAYGROUND_UPSTREAM_KEY="sk-upstream", PLAYGROUND_CLIENT_KEYS=CLIENT_KEY)
     replay_arguments = ["replay", str(cassette), "--port", "0", "--match", "turn"]
+    replay_arguments += ["--timing", "recorded"]
     with Process(replay_arguments, cwd=tmp_path, env=env) as replay:
         serve_arguments = [
             "serve",
@@ -231,6 +232,9 @@ def test_approve_runs_the_tool_once_and_the_answer_streams(tmp_path: Path) -> No
             card = question.locator("section.tool")
             assert card.get_attribute("data-status") == "awaiting_approval"
             assert json.loads(card.locator("pre.arguments").text_content()) == NOTE
+            # the arguments filled in as they streamed, each state shown as far as it parsed
+            filling = [text for text in page.evaluate("window.seen.arguments") if text]
+            assert len(filling) >= 2 and filling[0].startswith("{") and filling[0].endswith("…")
             shown = question.locator(".content").all_text_contents()
             assert shown[0] == "I will save it." and "needs your approval" in shown[1]
             assert card.locator("b").count() == 0  # the arguments' markup stays text
@@ -246,7 +250,7 @@ def test_approve_runs_the_tool_once_and_the_answer_streams(tmp_path: Path) -> No
             seen = page.evaluate("window.seen")
             assert answer.get_attribute("data-finished") == "stop"
             assert answer.locator(".content").text_content() == "Saved the note for you."
-            assert len([text for text in seen["contents"] if text]) >= 3  # it streamed
+            assert len([text for text in seen["contents"] if text]) >= 2  # it streamed
             assert page.locator("article.user").all_text_contents()[-1] == "youyes"
             assert card.locator(".answer").text_content() == "approved"
             assert not approve.is_enabled()
@@ -256,3 +260,36 @@ def test_approve_runs_the_tool_once_and_the_answer_streams(tmp_path: Path) -> No
         roles = [message["role"] for message in sent[-1]["messages"]]
         assert roles == ["user", "assistant", "tool"]
         assert sent[-1]["messages"][2]["content"] == "saved groceries"
+
+
+def test_an_error_frame_ends_the_turn_and_shows(tmp_path: Path) -> None:
+    cassette = tmp_path / "error.cassette.json"
+    pieces = [
+        _payload({"role": "assistant", "content": ""}),
+        _payload({"content": "Partial "}),
+        b'data: {"error": {"message": "the model is overloaded", "type": "overloaded"}}\n\n',
+    ]
+    chunks = [Chunk(20.0 + 25.0 * i, piece) for i, piece in enumerate(pieces)]
+    response = RecordedResponse(headers={"content-type": "text/event-stream"}, chunks=chunks)
+    # one interaction answers any request; its model fills the page's list
+    request = RecordedRequest(method="POST", path="/chat/completions", body={"model": MODEL})
+    dump(Cassette(interactions=[Interaction(request=request, response=response)]), cassette)
+    env = _environment(PLAYGROUND_UPSTREAM_KEY="sk-upstream")
+    with Process(["replay", str(cassette), "--port", "0"], cwd=tmp_path, env=env) as replay:
+        serve_arguments = ["serve", "--upstream", f"{replay.url}/v1", "--port", "0"]
+        serve_arguments += ["--api-key-env", "PLAYGROUND_UPSTREAM_KEY", "--retries", "0"]
+        with (
+            Process(serve_arguments, cwd=tmp_path, env=env) as proxy,
+            chromium_context(tmp_path) as context,
+        ):
+            page = _open(context, proxy.url)
+            page.wait_for_selector(f"#model option[value='{MODEL}']", state="attached")
+            _ask(page, "Hello?")
+            page.wait_for_selector("article.assistant[data-finished]", timeout=30000)
+            page.screenshot(path=str(tmp_path / "playground-error.png"), full_page=True)
+            turn = page.locator("article.assistant")
+            assert turn.get_attribute("data-finished") == "error"
+            assert turn.locator(".content").text_content() == "Partial "
+            alert = turn.get_by_role("alert").text_content()
+            assert alert.startswith("Error: ") and "the model is overloaded" in alert
+            assert page.locator("#send").is_enabled()
