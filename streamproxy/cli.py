@@ -11,10 +11,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from streamproxy.commands import assemble, cassette, record, replay, serve
+from streamproxy.commands import assemble, cassette, inspect, record, replay, serve
 
 # Order is the order of ``streamproxy --help``.
-COMMANDS = (serve, assemble, record, replay, cassette)
+COMMANDS = (serve, assemble, record, replay, cassette, inspect)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -83,6 +83,8 @@ class Config:
     log_level: LogLevel = "info"
     diagnostics: bool = False
     """Serve ``GET /_streamproxy/diagnostics`` (``streamproxy.proxy.diagnostics``)."""
+    playground: bool = True
+    """Serve the playground page at ``GET /`` (``streamproxy.proxy.playground``)."""
 
     def __post_init__(self) -> None:
         if self.max_rounds < 1:

@@ -163,6 +163,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULTS.strict_tools,
         help="send server tools with strict: true (auto: when the upstream is DeepSeek)",
     )
+    add(
+        "--no-playground",
+        dest="playground",
+        action="store_false",
+        help="do not serve the playground page at GET /",
+    )
     add("--log-level", choices=get_args(LogLevel), default=DEFAULTS.log_level)
     parser.set_defaults(run=run)
 
@@ -194,6 +200,7 @@ def config_from_arguments(args: argparse.Namespace) -> Config:
         retry_base_delay=args.retry_delay,
         max_retry_wait=args.max_retry_wait,
         diagnostics=args.diagnostics,
+        playground=args.playground,
         strict_tools=args.strict_tools,
         approvals=args.approvals,
         state_url=args.state,

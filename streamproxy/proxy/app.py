@@ -8,6 +8,7 @@ Routes (each also without the ``/v1`` prefix):
 - ``GET /v1/models``: the upstream's model list;
 - ``GET /healthz``: ``{"status": "ok"}``, no key needed;
 - ``GET /metrics``: Prometheus metrics (``telemetry.py``, ``docs/observability.md``);
+- ``GET /``: the playground page, unless ``Config(playground=False)`` (``playground.py``);
 - ``GET /_streamproxy/diagnostics``: only with ``Config(diagnostics=True)`` (``diagnostics.py``).
 
 Unknown routes and methods answer an OpenAI-shaped JSON error (404, 405). Every endpoint goes
@@ -59,6 +60,7 @@ from streamproxy.proxy.conversation import rebuild
 from streamproxy.proxy.diagnostics import DIAGNOSTICS_PATH, RequestCounter, Requests, snapshot
 from streamproxy.proxy.frames import ChatFrames, ClientFrames
 from streamproxy.proxy.metrics import CONTENT_TYPE_LATEST
+from streamproxy.proxy.playground import playground
 from streamproxy.proxy.request import ChatRequest, parse_request
 from streamproxy.proxy.response import EventStreamResponse
 from streamproxy.proxy.responses import (
@@ -144,6 +146,8 @@ def create_app(
         Route("/healthz", proxy.healthz, methods=["GET"]),
         Route("/metrics", proxy.metrics, methods=["GET"]),
     ]
+    if config.playground:
+        routes.append(Route("/", playground, methods=["GET"]))
     middleware = []
     if config.diagnostics:
         routes.append(Route(DIAGNOSTICS_PATH, proxy.diagnostics, methods=["GET"]))
