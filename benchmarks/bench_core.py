@@ -9,7 +9,7 @@ Run from the repository root::
 Inputs (``benchmarks/streams.py``): one DeepSeek-shaped ``write_file`` call whose arguments
 (1 KB, 10 KB, 100 KB, 1 MB of text with escapes and non-ASCII) arrive in 4-character fragments,
 one chunk each; and a 2,000-token content stream. Each body is built once, then fed as 64 KiB
-socket reads and as one whole body.
+socket reads, as one whole body and as one event per read.
 
 Contenders, timed side by side in one run (round robin, ``gc.collect()`` before each run, best
 of N), so the ratios compare like with like on a noisy machine:
@@ -222,7 +222,13 @@ class Row:
     timings: dict[str, Timing] = field(default_factory=dict)
 
 
-FEEDS: tuple[tuple[str, int | None], ...] = (("64 KiB reads", READ_SIZE), ("whole body", None))
+# How the body is cut into receive_data calls: socket reads of 64 KiB, the whole body at once,
+# and one SSE event per call (what the proxy sees when the upstream writes event by event).
+FEEDS: tuple[tuple[str, Callable[[SyntheticStream], list[bytes]]], ...] = (
+    ("64 KiB reads", lambda stream: stream.pieces(READ_SIZE)),
+    ("whole body", lambda stream: stream.pieces(None)),
+    ("one event per read", SyntheticStream.event_pieces),
+)
 Key = tuple[str, str]  # (feed, contender)
 
 
@@ -273,8 +279,8 @@ def bench_stream(stream: SyntheticStream, *, openai_max: int) -> list[Row]:
         for feed, _ in FEEDS
     }
     runs: dict[Key, Run] = {}
-    for feed, read_size in FEEDS:
-        pieces = stream.pieces(read_size)
+    for feed, cut in FEEDS:
+        pieces = cut(stream)
         runs[feed, "floor"] = partial(run_floor, pieces)
         runs[feed, "ours"] = partial(run_ours, pieces, previews=True, is_tool_call=is_tool_call)
         runs[feed, "ours_no_previews"] = partial(
@@ -482,7 +488,9 @@ whose arguments, a JSON object of text with `\\n`, `\\"`, back slashes and non-A
 4-character fragments, one chunk each (head chunk with id and name, finish chunk with
 `finish_reason: "tool_calls"` and usage, `data: [DONE]`); and a 2,000-token content stream
 (`reasoning_content: null` on every chunk, as DeepSeek sends). Each body is built once and fed
-as 64 KiB reads and as one whole body. "ns/B" is wall time per byte of arguments (or content).
+as 64 KiB reads, as one whole body, and as one SSE event per `receive_data` call (what the proxy
+sees when the upstream writes event by event). "ns/B" is wall time per byte of arguments (or
+content).
 
 Contenders, run round robin in one process (every contender and feed in each round, so a busy
 moment slows them all), `gc.collect()` before each run, best of n:
