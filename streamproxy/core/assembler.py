@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -102,6 +103,7 @@ from streamproxy.core.events import (
     ToolCallStarted,
     UpstreamErrorReported,
     UsageReported,
+    positional_constructor,
 )
 from streamproxy.core.limits import Limits
 from streamproxy.core.schema import ToolSchemas
@@ -300,7 +302,7 @@ class Assembler:
             raise LimitExceededError(f"the {kind} of choice {index}", self.limits.max_text_size)
         choice.text_sizes[kind] = size
         parts.append(text)
-        self.events.append(_TEXT_EVENTS[kind](choice=index, text=text))
+        self.events.append(_TEXT_EVENTS[kind](index, text))
 
     def continue_arguments(
         self, index: int, call_index: int | None, fragment: str
@@ -331,7 +333,7 @@ class Assembler:
                 return None
         buffer = call.arguments
         buffer.append(fragment)
-        self.events.append(ToolCallArgumentsDelta(choice=index, id=call.id, fragment=fragment))
+        self.events.append(_new_arguments_delta(index, call.id, fragment))
         if buffer.size >= call.check_at:
             self._check_arguments(call)
         return call
@@ -565,9 +567,7 @@ class Assembler:
             if buffer.size > self.limits.max_arguments_size:
                 self._check_arguments(call)
             return
-        self.events.append(
-            ToolCallArgumentsDelta(choice=call.choice, id=call.id, fragment=fragment)
-        )
+        self.events.append(_new_arguments_delta(call.choice, call.id, fragment))
         if buffer.size >= call.check_at:
             self._check_arguments(call)
 
@@ -684,11 +684,13 @@ class Assembler:
         )
 
 
-_TEXT_EVENTS: dict[str, type[ContentDelta | ReasoningDelta | RefusalDelta]] = {
-    "content": ContentDelta,
-    "reasoning": ReasoningDelta,
-    "refusal": RefusalDelta,
+# The events made once per chunk, built by position (see events.positional_constructor).
+_TEXT_EVENTS: dict[str, Callable[[int, str], Event]] = {
+    "content": positional_constructor(ContentDelta),
+    "reasoning": positional_constructor(ReasoningDelta),
+    "refusal": positional_constructor(RefusalDelta),
 }
+_new_arguments_delta = positional_constructor(ToolCallArgumentsDelta)
 
 
 def error_message(error: dict[str, object]) -> str:

@@ -98,6 +98,9 @@ class SSEDecoder:
         self._last_id: str | None = None
         self._retry: int | None = None
         self._has_ignored_line = False
+        # between events with nothing pending, and no retry or id to attach: unnamed events can
+        # be cut out of the bytes as they are
+        self._is_plain = False
 
     def feed(self, data: bytes) -> list[SSEMessage]:
         """Decode ``data``; return the events it completed (often none)."""
@@ -118,7 +121,27 @@ class SSEDecoder:
         Raises ``ProtocolError`` (``LimitExceededError``) at the first bad line; the events
         completed before it are kept for ``take_completed``, so nothing before an error is lost.
         """
+        if (
+            self._is_plain
+            and data[-2:] == b"\n\n"
+            and data[:6] == b"data: "
+            and data.count(b"\n") == 2
+            and len(data) <= self._max_event_size
+            and b"\r" not in data
+        ):
+            # the piece is one whole one-line event, with nothing pending (a socket read per
+            # event): the bulk cut below, for a block of one
+            return [data[6:-2]] if len(data) > 8 else []
+        self._is_plain = False
         self._feed(data)
+        self._is_plain = not (
+            self._partial
+            or self._event_size
+            or self._skip_leading_lf
+            or self._at_start
+            or self._retry is not None
+            or self._last_id is not None
+        )
         completed, self._completed = self._completed, []
         return completed
 
@@ -136,6 +159,7 @@ class SSEDecoder:
             self._dispatch(events)
         self._data.clear()
         self._event_size = 0
+        self._is_plain = False
         return events, is_truncated
 
     # ----------------------------------------------------------------- decoding
@@ -160,7 +184,7 @@ class SSEDecoder:
         if b"\r" in data:
             self._feed_lines(data)
             return
-        if self._is_between_events():
+        if not (self._partial or self._data or self._event or self._event_size):
             remaining = data
         else:
             # up to the first blank line, the line-by-line path; after it no event is pending
@@ -192,9 +216,6 @@ class SSEDecoder:
                 self._feed_lines(complete + b"\n\n")
         if rest:
             self._feed_lines(rest)
-
-    def _is_between_events(self) -> bool:
-        return not (self._partial or self._data or self._event or self._event_size)
 
     def _feed_lines(self, data: bytes) -> None:
         """Decode ``data`` line by line (the general path: any line ends, any state)."""

@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 
 from streamproxy.core.anthropic import EVENT_TYPES, AnthropicReader
-from streamproxy.core.assembler import Assembler, StreamInput, StreamState
+from streamproxy.core.assembler import _TRANSITIONS, Assembler, StreamInput, StreamState
 from streamproxy.core.events import Dialect, Event, StreamWarning
 from streamproxy.core.limits import Limits
 from streamproxy.core.openai_chat import read_chunk
@@ -54,6 +54,11 @@ _ENDED_MARK = StreamState.ENDED_MARK
 _DATA = StreamInput.DATA
 _PAYLOAD = StreamInput.PAYLOAD
 _SLICE_SIZE = 256 * 1024
+
+# A template hit is a payload while STREAMING, and skips Assembler.move: that is only right while
+# the table keeps a streaming stream streaming.
+if _TRANSITIONS[(_STREAMING, _PAYLOAD)] is not _STREAMING:  # pragma: no cover
+    raise AssertionError("template hits assume (STREAMING, PAYLOAD) -> STREAMING")
 
 
 class ChatStream:
@@ -105,12 +110,18 @@ class ChatStream:
         before it in the same call are not lost: ``receive_eof`` returns them, then the closing
         events. Raises ``ProtocolError`` too once the stream is broken or ended.
         """
-        self._assembler.move(_DATA)
-        # one huge piece (a whole body) is decoded a slice at a time, so the decoder's
-        # intermediate lists stay small; the events are the same for any split
-        for start in range(0, len(data), _SLICE_SIZE):
-            self._feed(data[start : start + _SLICE_SIZE] if len(data) > _SLICE_SIZE else data)
-        return self._drain()
+        assembler = self._assembler
+        assembler.move(_DATA)
+        if len(data) <= _SLICE_SIZE:
+            self._feed(data)
+        else:
+            # one huge piece (a whole body) is decoded a slice at a time, so the decoder's
+            # intermediate lists stay small; the events are the same for any split
+            for start in range(0, len(data), _SLICE_SIZE):
+                self._feed(data[start : start + _SLICE_SIZE])
+        events = assembler.events
+        assembler.events = []
+        return events
 
     def receive_chunk(self, chunk: Mapping[str, Any], *, event: str = "") -> list[Event]:
         """Feed one already-parsed payload (``event`` is its SSE event name, if any)."""
@@ -170,7 +181,8 @@ class ChatStream:
                 if template is not None and assembler.state is _STREAMING:
                     text = template.match(raw)
                     if text is not None and template.apply(assembler, text):
-                        assembler.move(_PAYLOAD)  # STREAMING -> STREAMING, after the fact
+                        # a payload in STREAMING: the table keeps the stream there (checked
+                        # below, when the module loads), so a hit needs no lookup
                         self._fruitless = 0
                         continue
                 self._receive_event("", raw)
