@@ -9,9 +9,20 @@ The dialect readers (``openai_chat.py``, ``anthropic.py``) turn each payload int
 built and its tool calls, and appends events to ``self.events``, which the caller drains.
 
 Stream states (``StreamState``): ``IDLE`` (nothing yet) -> ``STREAMING`` (first payload) ->
-``ENDED_MARK`` (``[DONE]`` or ``message_stop``) -> ``CLOSED`` (``end``); any state may go to
-``ERROR`` when the input breaks the protocol (the reader raised ``ProtocolError``). The legal moves
-are the table ``_TRANSITIONS``; a move that is not in it raises ``ProtocolError``.
+``ENDED_MARK`` (``[DONE]`` or ``message_stop``) -> ``CLOSED`` (``end``, which emits
+``StreamEnded``); any open state goes to ``ERROR`` when the input breaks the protocol (the reader
+or the decoder raised ``ProtocolError``). The inputs (``StreamInput``) are ``DATA`` (the caller
+handed over bytes or a chunk), ``PAYLOAD``, ``END_MARK``, ``END`` and ``BROKEN``. Every move goes
+through the table ``_TRANSITIONS`` (``move``); a pair that is not in it raises ``ProtocolError``
+and leaves the stream in ``ERROR``, so a broken stream refuses all input but ``END`` (which still
+delivers the closing events) and an ended one refuses everything (``CLOSED`` is final; ending
+twice is a no-op). A payload after the end mark is a legal move that changes nothing: the payload
+is ignored with a ``StreamWarning``.
+
+One fast path: ``continue_arguments`` appends a plain fragment to the started, open call it
+continues, when no matching rule below can apply. ``tool_delta`` tries it first, and the chunk
+templates of ``template.py`` (which skip parsing a chunk that differs from the previous one in one
+string) go through it too, so a rule added here is seen by every route.
 
 Tool calls: matching a delta to a call
 --------------------------------------
