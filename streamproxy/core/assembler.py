@@ -120,6 +120,9 @@ from streamproxy.core.limits import Limits
 from streamproxy.core.schema import ToolSchemas
 from streamproxy.errors import LimitExceededError, ProtocolError
 
+# The first characters after which a fragment may open a second JSON value (continue_arguments).
+_OPENERS_AND_BLANKS = "{[" + _BLANK
+
 # Finish reasons after which no tool call of the choice may run.
 TRUNCATING_FINISH_REASONS = frozenset({"length", "content_filter", "max_tokens", "error", "abort"})
 
@@ -335,10 +338,7 @@ class Assembler:
             call = choice.calls_by_index.get(call_index)
         if call is None or not call.is_streaming:
             return None
-        first = fragment[0]
-        if first == "{" or first == "[":
-            return None
-        if first in _BLANK:
+        if fragment[0] in _OPENERS_AND_BLANKS:
             head = fragment.lstrip(_BLANK)[:1]
             if head == "{" or head == "[":
                 return None

@@ -111,14 +111,27 @@ class ChatStream:
         events. Raises ``ProtocolError`` too once the stream is broken or ended.
         """
         assembler = self._assembler
-        assembler.move(_DATA)
-        if len(data) <= _SLICE_SIZE:
-            self._feed(data)
-        else:
-            # one huge piece (a whole body) is decoded a slice at a time, so the decoder's
-            # intermediate lists stay small; the events are the same for any split
-            for start in range(0, len(data), _SLICE_SIZE):
-                self._feed(data[start : start + _SLICE_SIZE])
+        try:  # Assembler.move inlined: this runs once per socket read
+            assembler.state = _TRANSITIONS[(assembler.state, _DATA)]
+        except KeyError:
+            assembler.move(_DATA)  # raises, naming why the stream takes no more input
+        decoder = self._decoder
+        # one huge piece (a whole body) is decoded a slice at a time, so the decoder's
+        # intermediate lists stay small; the events are the same for any split
+        pieces = [data] if len(data) <= _SLICE_SIZE else _slices(data)
+        for piece in pieces:
+            failure: ProtocolError | None = None
+            try:
+                raws = decoder.feed_raw(piece)
+            except ProtocolError as error:
+                raws, failure = decoder.take_completed(), error
+            try:
+                self._apply(raws)
+                if failure is not None:
+                    raise failure
+            except ProtocolError as error:
+                assembler.break_stream(str(error))
+                raise
         events = assembler.events
         assembler.events = []
         return events
@@ -156,22 +169,6 @@ class ChatStream:
         assembler.end(is_truncated=is_truncated)
         return self._drain()
 
-    def _feed(self, data: bytes) -> None:
-        """Decode ``data`` and apply its events, leaving them in the assembler to be drained."""
-        decoder = self._decoder
-        failure: ProtocolError | None = None
-        try:
-            raws = decoder.feed_raw(data)
-        except ProtocolError as error:
-            raws, failure = decoder.take_completed(), error
-        try:
-            self._apply(raws)
-            if failure is not None:
-                raise failure
-        except ProtocolError as error:
-            self._assembler.break_stream(str(error))
-            raise
-
     def _apply(self, raws: list[RawItem]) -> None:
         """Apply decoded events in order: through the template when it matches, else in full."""
         assembler = self._assembler
@@ -179,12 +176,20 @@ class ChatStream:
             if isinstance(raw, bytes):
                 template = self._template
                 if template is not None and assembler.state is _STREAMING:
+                    # a hit makes the reader's own call: Assembler.text, or continue_arguments
+                    # (the fast path tool_delta tries first). A payload in STREAMING stays
+                    # STREAMING (the table says so, checked when this module loads), so a hit
+                    # needs no lookup.
                     text = template.match(raw)
-                    if text is not None and template.apply(assembler, text):
-                        # a payload in STREAMING: the table keeps the stream there (checked
-                        # below, when the module loads), so a hit needs no lookup
-                        self._fruitless = 0
-                        continue
+                    if text is not None:
+                        if not template.is_arguments:
+                            assembler.text(template.choice, template.kind, text)
+                            self._fruitless = 0
+                            continue
+                        call_index = template.call_index
+                        if assembler.continue_arguments(template.choice, call_index, text):
+                            self._fruitless = 0
+                            continue
                 self._receive_event("", raw)
             elif isinstance(raw, IgnoredLine):
                 assembler.events.append(
@@ -285,6 +290,10 @@ class ChatStream:
             if self._anthropic is None:
                 self._anthropic = AnthropicReader(assembler)
             self._anthropic.read(payload)
+
+
+def _slices(data: bytes) -> list[bytes]:
+    return [data[start : start + _SLICE_SIZE] for start in range(0, len(data), _SLICE_SIZE)]
 
 
 def _detect_dialect(payload: Mapping[str, Any], event: str) -> Dialect:

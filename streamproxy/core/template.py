@@ -7,9 +7,11 @@ suffix after it. A later chunk that starts with the same prefix, ends with the s
 whose middle is exactly one JSON string (``orjson.loads`` of the middle gives a ``str``; anything
 else, such as ``"a","x":"b"``, fails to parse as one value) is the same chunk with another string
 in that place: JSON's grammar is context-free, so swapping one string token for another leaves
-every other field as it was. The string is decoded alone and applied as the parsed chunk would
-have been (the assembler still runs every rule on it; a fragment that opens a JSON value, or a
-call that was sealed in between, falls back to the full parse). A chunk that differs anywhere
+every other field as it was. The string is decoded alone and ``ChatStream`` applies it with the
+call the reader would have made for it: ``Assembler.text``, or ``Assembler.continue_arguments``,
+the fast path ``tool_delta`` itself tries first, which resolves the call by the chunk's index at
+each hit (a fragment that opens a JSON value, or a call sealed or replaced at that index in
+between, falls back to the full parse). A chunk that differs anywhere
 else (another ``created``, a changing ``obfuscation`` field, a finish, usage) misses the template
 and is parsed in full.
 
@@ -27,7 +29,6 @@ from typing import Any
 
 import orjson
 
-from streamproxy.core.assembler import Assembler
 from streamproxy.core.openai_chat import TEXT_KINDS
 
 _STRING_TOKEN = re.compile(rb'[ \t\r\n]*("(?:[^"\\]|\\.)*")')
@@ -45,12 +46,14 @@ class ChunkTemplate:
     choice: int
     kind: str  # "arguments", or the text kind
     call_index: int | None = None  # for "arguments": the entry's index (None: the latest call)
+    is_arguments: bool = False
     start: int = 0  # where the string starts: len(prefix)
     stop: int = 0  # where it ends, counted from the end: -len(suffix)
 
     def __post_init__(self) -> None:
         self.start = len(self.prefix)
         self.stop = -len(self.suffix)
+        self.is_arguments = self.kind == "arguments"
 
     def match(self, raw: bytes) -> str | None:
         """The string ``raw`` carries in the template's place, or None when it is not that shape."""
@@ -65,17 +68,6 @@ class ChunkTemplate:
         except orjson.JSONDecodeError:
             return None
         return value if type(value) is str else None
-
-    def apply(self, assembler: Assembler, text: str) -> bool:
-        """Apply the chunk's string as the reader would; False when that needs the full rules.
-
-        The calls are the reader's own: ``Assembler.text``, and ``continue_arguments``, the fast
-        path that ``Assembler.tool_delta`` tries first.
-        """
-        if self.kind == "arguments":
-            return assembler.continue_arguments(self.choice, self.call_index, text) is not None
-        assembler.text(self.choice, self.kind, text)
-        return True
 
 
 def learn(raw: bytes, chunk: dict[str, Any]) -> ChunkTemplate | None:
