@@ -125,7 +125,7 @@ class SSEDecoder:
             self._is_plain
             and data[-2:] == b"\n\n"
             and data[:6] == b"data: "
-            and data.count(b"\n") == 2
+            and data.find(b"\n") == len(data) - 2  # one line, then the blank line
             and len(data) <= self._max_event_size
             and b"\r" not in data
         ):

@@ -32,7 +32,7 @@ The dialect is detected from the first payload when not given: an Anthropic even
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -118,7 +118,7 @@ class ChatStream:
         decoder = self._decoder
         # one huge piece (a whole body) is decoded a slice at a time, so the decoder's
         # intermediate lists stay small; the events are the same for any split
-        pieces = [data] if len(data) <= _SLICE_SIZE else _slices(data)
+        pieces = (data,) if len(data) <= _SLICE_SIZE else _slices(data)
         for piece in pieces:
             failure: ProtocolError | None = None
             try:
@@ -292,8 +292,9 @@ class ChatStream:
             self._anthropic.read(payload)
 
 
-def _slices(data: bytes) -> list[bytes]:
-    return [data[start : start + _SLICE_SIZE] for start in range(0, len(data), _SLICE_SIZE)]
+def _slices(data: bytes) -> Iterator[bytes]:
+    for start in range(0, len(data), _SLICE_SIZE):
+        yield data[start : start + _SLICE_SIZE]
 
 
 def _detect_dialect(payload: Mapping[str, Any], event: str) -> Dialect:
