@@ -9,7 +9,7 @@ Run from the repository root::
 Inputs (``benchmarks/streams.py``): one DeepSeek-shaped ``write_file`` call whose arguments
 (1 KB, 10 KB, 100 KB, 1 MB of text with escapes and non-ASCII) arrive in 4-character fragments,
 one chunk each; and a 2,000-token content stream. Each body is built once, then fed as 64 KiB
-socket reads and as one whole body.
+socket reads, as one whole body and as one event per read.
 
 Contenders, timed side by side in one run (round robin, ``gc.collect()`` before each run, best
 of N), so the ratios compare like with like on a noisy machine:
@@ -62,10 +62,15 @@ from benchmarks.streams import (
 from streamproxy.core import (
     ChatStream,
     ContentDelta,
+    ReasoningDelta,
+    RefusalDelta,
     StreamEnded,
     ToolCallArgumentsDelta,
     ToolCallReady,
 )
+from streamproxy.core import assembler as assembler_module
+from streamproxy.core import stream as stream_module
+from streamproxy.core.assembler import Assembler
 from streamproxy.core.sse import SSEDecoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,7 +227,13 @@ class Row:
     timings: dict[str, Timing] = field(default_factory=dict)
 
 
-FEEDS: tuple[tuple[str, int | None], ...] = (("64 KiB reads", READ_SIZE), ("whole body", None))
+# How the body is cut into receive_data calls: socket reads of 64 KiB, the whole body at once,
+# and one SSE event per call (what the proxy sees when the upstream writes event by event).
+FEEDS: tuple[tuple[str, Callable[[SyntheticStream], list[bytes]]], ...] = (
+    ("64 KiB reads", lambda stream: stream.pieces(READ_SIZE)),
+    ("whole body", lambda stream: stream.pieces(None)),
+    ("one event per read", SyntheticStream.event_pieces),
+)
 Key = tuple[str, str]  # (feed, contender)
 
 
@@ -273,8 +284,8 @@ def bench_stream(stream: SyntheticStream, *, openai_max: int) -> list[Row]:
         for feed, _ in FEEDS
     }
     runs: dict[Key, Run] = {}
-    for feed, read_size in FEEDS:
-        pieces = stream.pieces(read_size)
+    for feed, cut in FEEDS:
+        pieces = cut(stream)
         runs[feed, "floor"] = partial(run_floor, pieces)
         runs[feed, "ours"] = partial(run_ours, pieces, previews=True, is_tool_call=is_tool_call)
         runs[feed, "ours_no_previews"] = partial(
@@ -482,7 +493,9 @@ whose arguments, a JSON object of text with `\\n`, `\\"`, back slashes and non-A
 4-character fragments, one chunk each (head chunk with id and name, finish chunk with
 `finish_reason: "tool_calls"` and usage, `data: [DONE]`); and a 2,000-token content stream
 (`reasoning_content: null` on every chunk, as DeepSeek sends). Each body is built once and fed
-as 64 KiB reads and as one whole body. "ns/B" is wall time per byte of arguments (or content).
+as 64 KiB reads, as one whole body, and as one SSE event per `receive_data` call (what the proxy
+sees when the upstream writes event by event). "ns/B" is wall time per byte of arguments (or
+content).
 
 Contenders, run round robin in one process (every contender and feed in each round, so a busy
 moment slows them all), `gc.collect()` before each run, best of n:
@@ -504,9 +517,11 @@ from 10 KB to 1 MB.
 """
 
 
-def assembler_section(rows: list[Row], setting: str, commit: str) -> str:
+def assembler_section(
+    rows: list[Row], setting: str, commit: str, fast_paths: str | None = None
+) -> str:
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-    return (
+    section = (
         ASSEMBLER_METHOD
         + f"\n### Results ({date})\n\n"
         + f"Machine: {setting}. Commit measured: {commit}.\n\n"
@@ -515,6 +530,22 @@ def assembler_section(rows: list[Row], setting: str, commit: str) -> str:
         + "\n".join(verdicts(rows))
         + "\n"
     )
+    if fast_paths is not None:
+        section += FAST_PATHS_METHOD + "\n" + fast_paths + "\n"
+    return section
+
+
+FAST_PATHS_METHOD = """
+### What each fast path earns
+
+`.venv/bin/python -m benchmarks.bench_core --fast-paths`: ours/floor by CPU time (best of 9,
+previews on), with one fast path switched off at a time, same run. **no templates**: every chunk
+parsed with orjson and read in full (`template.py` off). **no continue_arguments**: also the
+fragment fast path of `Assembler.tool_delta` off, so every fragment goes through the matching
+rules. **public event constructors**: the hot events built by their frozen `__init__` instead of
+`events.positional_constructor`. A fast path stays only if switching it off costs more than the
+noise between runs (a few percent).
+"""
 
 
 def write_readme(section: str, path: Path = README) -> None:
@@ -675,6 +706,91 @@ def _place(filename: str, line: int, function: str) -> str:
     return filename.rsplit("/", 1)[-1]
 
 
+# ---------------------------------------------------------------------------- fast paths
+
+
+def _templates_off() -> Callable[[], None]:
+    original = stream_module.MAX_FRUITLESS_TEMPLATES
+    stream_module.MAX_FRUITLESS_TEMPLATES = 0
+    return lambda: setattr(stream_module, "MAX_FRUITLESS_TEMPLATES", original)
+
+
+def _continue_arguments_off() -> Callable[[], None]:
+    original = Assembler.continue_arguments
+    Assembler.continue_arguments = lambda self, index, call_index, fragment: None  # type: ignore[method-assign]
+    return lambda: setattr(Assembler, "continue_arguments", original)
+
+
+def _public_constructors_on() -> Callable[[], None]:
+    original = assembler_module._new_arguments_delta, assembler_module._TEXT_EVENTS
+    assembler_module._new_arguments_delta = lambda choice, id, fragment: ToolCallArgumentsDelta(
+        choice=choice, id=id, fragment=fragment
+    )
+    assembler_module._TEXT_EVENTS = {
+        kind: partial(lambda cls, choice, text: cls(choice=choice, text=text), cls)
+        for kind, cls in (
+            ("content", ContentDelta),
+            ("reasoning", ReasoningDelta),
+            ("refusal", RefusalDelta),
+        )
+    }
+
+    def undo() -> None:
+        assembler_module._new_arguments_delta, assembler_module._TEXT_EVENTS = original
+
+    return undo
+
+
+# Each fast path switched off in turn (each switch returns its undo).
+ABLATIONS: dict[str, tuple[Callable[[], Callable[[], None]], ...]] = {
+    "as built": (),
+    "no templates": (_templates_off,),
+    "no templates, no continue_arguments": (_templates_off, _continue_arguments_off),
+    "public event constructors": (_public_constructors_on,),
+}
+
+
+def fast_path_table(repeats: int = 9) -> str:
+    """ours/floor by CPU time (previews on) with each fast path off, as a markdown table."""
+    lines = [
+        "| input | feed | " + " | ".join(ABLATIONS) + " |",
+        "|---|---|" + "---|" * len(ABLATIONS),
+    ]
+    for stream in (tool_call_stream(100_000), content_stream(CONTENT_TOKENS)):
+        for feed, cut in FEEDS:
+            pieces = cut(stream)
+            cells = []
+            for switches in ABLATIONS.values():
+                undos = [switch() for switch in switches]
+                try:
+                    ours = _best_cpu(
+                        partial(run_ours, pieces, previews=True, is_tool_call=stream.is_tool_call),
+                        stream,
+                        repeats,
+                    )
+                finally:
+                    for undo in reversed(undos):
+                        undo()
+                floor = _best_cpu(partial(run_floor, pieces), stream, repeats)
+                cells.append(f"{ours / floor:.2f}x")
+            lines.append(f"| {stream.name} | {feed} | " + " | ".join(cells) + " |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
+def _best_cpu(run: Run, stream: SyntheticStream, repeats: int) -> float:
+    run()  # warm up (and check) before timing
+    best = math.inf
+    for _ in range(repeats):
+        gc.collect()
+        start = time.process_time()
+        count, text = run()
+        best = min(best, time.process_time() - start)
+        if count <= 0 or text != stream.expected:
+            raise AssertionError(f"{stream.name}: the assembled text differs from the source")
+    return best
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -685,6 +801,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--profile", type=int, metavar="SIZE", help="cProfile ours on a SIZE-byte call and stop"
     )
     parser.add_argument("--no-previews", action="store_true", help="with --profile: previews off")
+    parser.add_argument(
+        "--fast-paths",
+        action="store_true",
+        help="only the table of each fast path switched off (also part of --write)",
+    )
     parser.add_argument(
         "--sizes",
         type=lambda text: [int(part) for part in text.split(",")],
@@ -700,6 +821,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(argv)
     if options.profile:
         profile(options.profile, previews=not options.no_previews)
+        return 0
+    if options.fast_paths:
+        print(fast_path_table())
         return 0
     commit = revision()  # before the run: the code imported is the code of this moment
     setting = machine()
@@ -720,7 +844,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print("\n".join(verdicts(rows)))
     if options.write:
-        write_readme(assembler_section(rows, setting, commit))
+        print("\n# fast paths, each switched off (ours/floor by CPU time, previews on)")
+        write_readme(assembler_section(rows, setting, commit, fast_path_table()))
         print(f"\nwrote {README.relative_to(ROOT)}")
     return 0
 

@@ -63,6 +63,11 @@ class SyntheticStream:
         body = self.body
         return [body[start : start + read_size] for start in range(0, len(body), read_size)]
 
+    def event_pieces(self) -> list[bytes]:
+        """The body cut after each event: one SSE event per read, as a proxy reading a socket
+        that the upstream writes one event at a time sees it."""
+        return [event + b"\n\n" for event in self.body.split(b"\n\n") if event]
+
     def payloads(self) -> list[dict[str, Any]]:
         """The chunks as parsed JSON objects, in order (``[DONE]`` left out)."""
         return [

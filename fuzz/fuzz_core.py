@@ -18,7 +18,8 @@ Targets (Hypothesis generates every input; each target gets ``--cases / 4`` case
   replaced by another JSON type, a key dropped, a chunk duplicated, dropped or swapped, tool call
   fields changed), re-encoded, and fed as bytes or as parsed chunks (``receive_chunk``).
 
-Each input runs with default or tiny ``Limits``, with or without tool schemas and previews.
+Each input runs with default or tiny ``Limits``, with or without tool schemas, previews and
+``strict_sse``.
 Checked for every case:
 
 - the only exceptions are ``ProtocolError`` and its subclasses (``LimitExceededError``); after
@@ -207,9 +208,15 @@ class Options:
     limits: Limits | None
     tools: dict[str, object] | None
     previews: bool
+    strict_sse: bool = False
 
     def stream(self) -> ChatStream:
-        return ChatStream(tools=self.tools, limits=self.limits, previews=self.previews)  # type: ignore[arg-type]
+        return ChatStream(
+            tools=self.tools,  # type: ignore[arg-type]
+            limits=self.limits,
+            previews=self.previews,
+            strict_sse=self.strict_sse,
+        )
 
 
 OPTIONS = st.builds(
@@ -217,6 +224,7 @@ OPTIONS = st.builds(
     limits=st.sampled_from([None, None, TINY_LIMITS]),
     tools=st.sampled_from([None, TOOL_SCHEMAS]),
     previews=st.booleans(),
+    strict_sse=st.booleans(),
 )
 CUTS = st.lists(st.floats(0.0, 1.0), max_size=30)
 

@@ -93,7 +93,8 @@ def test_events_prints_one_json_line_per_event(
             "no finish_reason and no end mark",
             id="no-end-mark",
         ),
-        pytest.param(b"<html>oops</html>\n", "unknown field: '<html>oops</html>'", id="not-sse"),
+        # the SSE standard ignores the line (not an SSE field), so nothing was streamed
+        pytest.param(b"<html>oops</html>\n", "before any chunk", id="not-sse"),
         pytest.param(b"", "before any chunk", id="empty"),
         pytest.param(b"data: {nope\n\n", "not JSON", id="malformed"),
         pytest.param(sse({"error": {"message": "overloaded"}}), "overloaded", id="in-band-error"),

@@ -152,10 +152,6 @@ class ArgumentsBuffer:
             return "the arguments hold no complete JSON value"
         return None
 
-    def preview_due(self) -> bool:
-        """Whether the text has grown enough since the last preview."""
-        return self.size >= self.next_preview
-
     def preview(self) -> tuple[bool, object]:
         """A best-effort value of the text so far: ``(True, value)``, or ``(False, None)``.
 

@@ -9,9 +9,20 @@ The dialect readers (``openai_chat.py``, ``anthropic.py``) turn each payload int
 built and its tool calls, and appends events to ``self.events``, which the caller drains.
 
 Stream states (``StreamState``): ``IDLE`` (nothing yet) -> ``STREAMING`` (first payload) ->
-``ENDED_MARK`` (``[DONE]`` or ``message_stop``) -> ``CLOSED`` (``end``); any state may go to
-``ERROR`` when the input breaks the protocol (the reader raised ``ProtocolError``). The legal moves
-are the table ``_TRANSITIONS``; a move that is not in it raises ``ProtocolError``.
+``ENDED_MARK`` (``[DONE]`` or ``message_stop``) -> ``CLOSED`` (``end``, which emits
+``StreamEnded``); any open state goes to ``ERROR`` when the input breaks the protocol (the reader
+or the decoder raised ``ProtocolError``). The inputs (``StreamInput``) are ``DATA`` (the caller
+handed over bytes or a chunk), ``PAYLOAD``, ``END_MARK``, ``END`` and ``BROKEN``. Every move goes
+through the table ``_TRANSITIONS`` (``move``); a pair that is not in it raises ``ProtocolError``
+and leaves the stream in ``ERROR``, so a broken stream refuses all input but ``END`` (which still
+delivers the closing events) and an ended one refuses everything (``CLOSED`` is final; ending
+twice is a no-op). A payload after the end mark is a legal move that changes nothing: the payload
+is ignored with a ``StreamWarning``.
+
+One fast path: ``continue_arguments`` appends a plain fragment to the started, open call it
+continues, when no matching rule below can apply. ``tool_delta`` tries it first, and the chunk
+templates of ``template.py`` (which skip parsing a chunk that differs from the previous one in one
+string) go through it too, so a rule added here is seen by every route.
 
 Tool calls: matching a delta to a call
 --------------------------------------
@@ -79,7 +90,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -103,10 +114,14 @@ from streamproxy.core.events import (
     ToolCallStarted,
     UpstreamErrorReported,
     UsageReported,
+    positional_constructor,
 )
 from streamproxy.core.limits import Limits
 from streamproxy.core.schema import ToolSchemas
 from streamproxy.errors import LimitExceededError, ProtocolError
+
+# The first characters after which a fragment may open a second JSON value (continue_arguments).
+_OPENERS_AND_BLANKS = "{[" + _BLANK
 
 # Finish reasons after which no tool call of the choice may run.
 TRUNCATING_FINISH_REASONS = frozenset({"length", "content_filter", "max_tokens", "error", "abort"})
@@ -121,30 +136,46 @@ class StreamState(enum.Enum):
     CLOSED = "closed"
     ERROR = "error"
 
+    # members are singletons: hash them by identity (Enum's own __hash__ is a Python function,
+    # and the table below is consulted once per payload)
+    __hash__ = object.__hash__
+
 
 class StreamInput(enum.Enum):
     """What happened to a stream."""
 
-    PAYLOAD = "payload"
-    END_MARK = "end_mark"
-    END = "end"
-    BROKEN = "broken"
+    DATA = "data"  # the caller handed over input (bytes or a parsed chunk)
+    PAYLOAD = "payload"  # one event's payload
+    END_MARK = "end_mark"  # [DONE] or message_stop
+    END = "end"  # end of input
+    BROKEN = "broken"  # the input broke the protocol
+
+    __hash__ = object.__hash__
 
 
+# The legal moves. A pair that is not here raises ProtocolError and moves the stream to ERROR
+# (CLOSED is final: StreamEnded was emitted, so it stays CLOSED). ERROR accepts only END (the
+# caller still gets the closing events) and BROKEN (the reason is already kept).
 _TRANSITIONS: dict[tuple[StreamState, StreamInput], StreamState] = {
+    (StreamState.IDLE, StreamInput.DATA): StreamState.IDLE,
     (StreamState.IDLE, StreamInput.PAYLOAD): StreamState.STREAMING,
     (StreamState.IDLE, StreamInput.END_MARK): StreamState.ENDED_MARK,
     (StreamState.IDLE, StreamInput.END): StreamState.CLOSED,
     (StreamState.IDLE, StreamInput.BROKEN): StreamState.ERROR,
+    (StreamState.STREAMING, StreamInput.DATA): StreamState.STREAMING,
     (StreamState.STREAMING, StreamInput.PAYLOAD): StreamState.STREAMING,
     (StreamState.STREAMING, StreamInput.END_MARK): StreamState.ENDED_MARK,
     (StreamState.STREAMING, StreamInput.END): StreamState.CLOSED,
     (StreamState.STREAMING, StreamInput.BROKEN): StreamState.ERROR,
+    (StreamState.ENDED_MARK, StreamInput.DATA): StreamState.ENDED_MARK,
+    # a payload after the end mark is ignored with a warning (payload_after_end)
+    (StreamState.ENDED_MARK, StreamInput.PAYLOAD): StreamState.ENDED_MARK,
     (StreamState.ENDED_MARK, StreamInput.END_MARK): StreamState.ENDED_MARK,
     (StreamState.ENDED_MARK, StreamInput.END): StreamState.CLOSED,
     (StreamState.ENDED_MARK, StreamInput.BROKEN): StreamState.ERROR,
-    (StreamState.ERROR, StreamInput.BROKEN): StreamState.ERROR,
     (StreamState.ERROR, StreamInput.END): StreamState.CLOSED,
+    (StreamState.ERROR, StreamInput.BROKEN): StreamState.ERROR,
+    (StreamState.CLOSED, StreamInput.END): StreamState.CLOSED,  # ending twice is a no-op
 }
 
 
@@ -223,22 +254,33 @@ class Assembler:
 
     # ----------------------------------------------------------------- state machine
 
-    def move(self, what: StreamInput) -> None:
-        """Apply one input to the stream state, or raise ``ProtocolError``."""
+    def move(self, what: StreamInput) -> StreamState:
+        """Apply one input to the stream state; return the state before it.
+
+        Raises ``ProtocolError`` when the table has no such move, and the stream is then in
+        ``ERROR`` (or stays ``CLOSED``, which is final).
+        """
+        previous = self.state
         try:
-            self.state = _TRANSITIONS[(self.state, what)]
+            self.state = _TRANSITIONS[(previous, what)]
         except KeyError:
-            previous = self.state
+            if previous is StreamState.CLOSED:
+                raise ProtocolError("the stream has ended") from None
             self.state = StreamState.ERROR
-            raise ProtocolError(
-                f"{what.value} is not allowed while the stream is {previous.value}"
-            ) from None
+            if previous is StreamState.ERROR:
+                raise ProtocolError(
+                    "the stream is broken: " + (self.broken_reason or "protocol error")
+                ) from None
+            reason = f"{what.value} is not allowed while the stream is {previous.value}"
+            self.broken_reason = self.broken_reason or reason
+            raise ProtocolError(reason) from None
+        return previous
 
     def break_stream(self, reason: str) -> None:
         """The input broke the protocol: remember why and move to ``ERROR``."""
         if self.broken_reason is None:
             self.broken_reason = reason
-        self.state = StreamState.ERROR
+        self.move(StreamInput.BROKEN)
 
     # ----------------------------------------------------------------- payloads
 
@@ -276,52 +318,36 @@ class Assembler:
         parts.append(text)
         self.events.append(_TEXT_EVENTS[kind](index, text))
 
-    def continue_call(self, index: int, entry: object) -> ToolCall | None:
-        """Fast path: ``entry`` only adds a fragment to a started, open call at its index.
+    def continue_arguments(
+        self, index: int, call_index: int | None, fragment: str
+    ) -> ToolCall | None:
+        """Append ``fragment`` to the call it continues when no matching rule can apply.
 
-        Returns the call, or None having done nothing whenever any matching rule could apply;
-        the caller then goes through ``tool_delta``.
+        This is the one fast path of tool-call deltas: ``tool_delta`` tries it first, and the
+        chunk templates (``template.py``) go through it. It applies only when the call the delta
+        names (by ``call_index``, or the latest call) is started and open, and ``fragment`` is
+        non-empty and does not open a JSON value (a duplicate or a second value); then the effect
+        is exactly what the full rules would do. Otherwise it does nothing and returns None.
         """
-        try:
-            function = entry["function"]  # type: ignore[index]
-            fragment = function["arguments"]
-            call = self.choices[index].calls_by_index[entry["index"]]  # type: ignore[index]
-        except (KeyError, TypeError, IndexError):
+        choice = self.choices.get(index)
+        if choice is None or not fragment:
             return None
-        if (
-            type(fragment) is not str
-            or entry.get("id")  # type: ignore[attr-defined]
-            or function.get("name")
-            or not self.append_fragment(call, fragment)
-        ):
+        if call_index is None:
+            call = choice.calls[-1] if choice.calls else None
+        else:
+            call = choice.calls_by_index.get(call_index)
+        if call is None or not call.is_streaming:
             return None
-        return call
-
-    def append_fragment(self, call: ToolCall, fragment: str) -> bool:
-        """Append a plain fragment to a streaming call; False, doing nothing, if rules apply.
-
-        A fragment that is empty or opens a JSON value (a duplicate, or a second value) goes
-        through the full matching rules instead.
-        """
-        if not call.is_streaming or not fragment:
-            return False
-        first = fragment[0]
-        if first == "{" or first == "[":
-            return False
-        if first in _BLANK:
+        if fragment[0] in _OPENERS_AND_BLANKS:
             head = fragment.lstrip(_BLANK)[:1]
             if head == "{" or head == "[":
-                return False
+                return None
         buffer = call.arguments
         buffer.append(fragment)
-        event = _new_event(ToolCallArgumentsDelta)  # _new_arguments_delta, without its frame
-        _set_delta_choice(event, call.choice)
-        _set_delta_id(event, call.id)
-        _set_delta_fragment(event, fragment)
-        self.events.append(event)
+        self.events.append(_new_arguments_delta(index, call.id, fragment))
         if buffer.size >= call.check_at:
             self._check_arguments(call)
-        return True
+        return call
 
     def tool_delta(
         self,
@@ -335,6 +361,11 @@ class Assembler:
         extra_content: dict[str, object] | None = None,
     ) -> None:
         """Apply one tool-call delta to choice ``index`` (see the matching rules above)."""
+        if not (id or name or extra_content or claimed) and arguments:
+            continued = self.continue_arguments(index, call_index, arguments)
+            if continued is not None:
+                claimed.add(continued)
+                return
         choice = self.choice(index)
         call, follows = self._match(choice, call_index, id, name, arguments, claimed)
         if call is None:
@@ -399,16 +430,15 @@ class Assembler:
 
     def end_mark(self) -> None:
         """``[DONE]`` or ``message_stop``: every open call is sealed."""
-        if self.state is StreamState.ENDED_MARK:
-            return
-        self.move(StreamInput.END_MARK)
-        self._seal_all()
+        if self.move(StreamInput.END_MARK) is not StreamState.ENDED_MARK:
+            self._seal_all()
 
     def end(self, *, is_truncated: bool = False) -> None:
         """End of input: seal or invalidate what is open, then ``StreamEnded``."""
-        if self.state is StreamState.CLOSED:
+        previous = self.move(StreamInput.END)
+        if previous is StreamState.CLOSED:
             return
-        had_mark = self.state is StreamState.ENDED_MARK
+        had_mark = previous is StreamState.ENDED_MARK
         all_finished = bool(self.choices) and all(
             choice.finish_reason is not None for choice in self.choices.values()
         )
@@ -420,12 +450,11 @@ class Assembler:
         elif is_truncated:
             reason = "the stream was cut inside an event"
         elif not had_mark and not all_finished:
-            if self.state is StreamState.IDLE:
+            if previous is StreamState.IDLE:
                 reason = "the stream ended before any chunk"
             else:
                 reason = "the stream ended with no finish_reason and no end mark"
         is_clean = reason is None
-        self.move(StreamInput.END)
         if is_clean:
             self._seal_all()
         else:
@@ -566,7 +595,9 @@ class Assembler:
         if self.previews and buffer.size >= buffer.next_preview:
             is_parsed, value = buffer.preview()
             if is_parsed:
-                self.events.append(_new_preview(call.choice, call.id, value, buffer.size))
+                self.events.append(
+                    ToolCallPreview(choice=call.choice, id=call.id, value=value, size=buffer.size)
+                )
         next_preview = buffer.next_preview if self.previews else limit + 1
         call.check_at = min(next_preview, limit + 1)
 
@@ -664,57 +695,13 @@ class Assembler:
         )
 
 
-def _fast_constructor(cls: type[Event]) -> Callable[..., Event]:
-    """Build ``cls`` from positional field values, 3x faster than the frozen ``__init__``.
-
-    The hot events (one per chunk) are made this way: ``object.__new__`` plus the slot
-    descriptors' ``__set__``, which a frozen dataclass's ``__setattr__`` guard does not see. The
-    result is the same immutable, comparable event the public constructor makes.
-    """
-    setters = [vars(cls)[field.name].__set__ for field in fields(cls)]
-    new = object.__new__
-    if len(setters) == 2:
-        first, second = setters
-
-        def make_two(a: object, b: object) -> Event:
-            event = new(cls)
-            first(event, a)
-            second(event, b)
-            return event
-
-        return make_two
-    if len(setters) == 3:
-        first, second, third = setters
-
-        def make_three(a: object, b: object, c: object) -> Event:
-            event = new(cls)
-            first(event, a)
-            second(event, b)
-            third(event, c)
-            return event
-
-        return make_three
-
-    def make_any(*values: object) -> Event:
-        event = new(cls)
-        for setter, value in zip(setters, values, strict=True):
-            setter(event, value)
-        return event
-
-    return make_any
-
-
-_TEXT_EVENTS = {
-    "content": _fast_constructor(ContentDelta),
-    "reasoning": _fast_constructor(ReasoningDelta),
-    "refusal": _fast_constructor(RefusalDelta),
+# The events made once per chunk, built by position (see events.positional_constructor).
+_TEXT_EVENTS: dict[str, Callable[[int, str], Event]] = {
+    "content": positional_constructor(ContentDelta),
+    "reasoning": positional_constructor(ReasoningDelta),
+    "refusal": positional_constructor(RefusalDelta),
 }
-_new_arguments_delta = _fast_constructor(ToolCallArgumentsDelta)
-_new_preview = _fast_constructor(ToolCallPreview)
-_new_event = object.__new__
-_set_delta_choice, _set_delta_id, _set_delta_fragment = (
-    vars(ToolCallArgumentsDelta)[name].__set__ for name in ("choice", "id", "fragment")
-)
+_new_arguments_delta = positional_constructor(ToolCallArgumentsDelta)
 
 
 def error_message(error: dict[str, object]) -> str:

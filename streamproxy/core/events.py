@@ -13,8 +13,9 @@ and ``StreamEnded`` is always the last event of a stream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Literal, TypeVar
 
 Dialect = Literal["openai-chat", "anthropic-messages"]
 InvalidKind = Literal[
@@ -156,3 +157,49 @@ class StreamEnded(Event):
 
     is_clean: bool
     reason: str | None
+
+
+E = TypeVar("E", bound=Event)
+
+
+def positional_constructor(cls: type[E]) -> Callable[..., E]:
+    """A constructor of ``cls`` taking its field values by position, about 2x faster.
+
+    The assembler makes one event per chunk, and a frozen dataclass's ``__init__`` (keyword
+    arguments, then ``object.__setattr__`` per field) is a fifth of a chunk's cost. This builds
+    the same value without that frame: ``object.__new__`` and each slot's own descriptor, the
+    storage the frozen ``__init__`` writes through too. The result is the public constructor's
+    value in every respect (equal, same hash and repr, still frozen: ``tests/core/test_events.py``
+    checks every event class); only ``__post_init__`` would be skipped, and events have none.
+    """
+    setters = [vars(cls)[field.name].__set__ for field in fields(cls)]
+    new = object.__new__
+    if len(setters) == 2:
+        set_first, set_second = setters
+
+        def construct_two(first: object, second: object) -> E:
+            event = new(cls)
+            set_first(event, first)
+            set_second(event, second)
+            return event
+
+        return construct_two
+    if len(setters) == 3:
+        set_first, set_second, set_third = setters
+
+        def construct_three(first: object, second: object, third: object) -> E:
+            event = new(cls)
+            set_first(event, first)
+            set_second(event, second)
+            set_third(event, third)
+            return event
+
+        return construct_three
+
+    def construct(*values: object) -> E:
+        event = new(cls)
+        for setter, value in zip(setters, values, strict=True):
+            setter(event, value)
+        return event
+
+    return construct

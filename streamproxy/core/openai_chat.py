@@ -22,53 +22,6 @@ import orjson
 from streamproxy.core.assembler import Assembler, ToolCall
 from streamproxy.errors import ProtocolError
 
-
-def read_chunk(assembler: Assembler, chunk: dict[str, Any]) -> ToolCall | str | None:
-    """Apply one parsed chunk; raises ``ProtocolError`` when it has the wrong shape.
-
-    Almost every chunk has one choice whose delta carries one piece of text or one argument
-    fragment, with no finish and no usage; that shape is applied here directly, and anything
-    else (or anything odd about it) goes through ``read_chunk_in_full``, which checks every field.
-
-    Returns what the chunk's one varying string fed when it had that shape (the ``ToolCall`` its
-    fragment went to, or the delta key of its text), for ``template.py``; otherwise None.
-    """
-    choices = chunk.get("choices")
-    if (
-        type(choices) is list
-        and len(choices) == 1
-        and assembler.is_started
-        and "error" not in chunk
-        and not chunk.get("usage")
-    ):
-        choice = choices[0]
-        if type(choice) is dict and not choice.get("finish_reason") and not choice.get("logprobs"):
-            delta = choice.get("delta")
-            index = choice.get("index", 0)
-            if type(delta) is dict and type(index) is int and index >= 0:
-                tool_calls = delta.get("tool_calls")
-                if tool_calls is not None:
-                    if len(delta) == 1 and type(tool_calls) is list and len(tool_calls) == 1:
-                        call = assembler.continue_call(index, tool_calls[0])
-                        if call is not None:
-                            return call
-                else:
-                    text_key = None
-                    for key, value in delta.items():
-                        if value is None:
-                            continue
-                        if text_key is not None or type(value) is not str:
-                            text_key = None
-                            break
-                        text_key = key
-                    kind = TEXT_KINDS.get(text_key) if text_key is not None else None
-                    if kind is not None:
-                        assembler.text(index, kind, delta[text_key])
-                        return text_key
-    read_chunk_in_full(assembler, chunk)
-    return None
-
-
 # The delta keys whose string is text, and the kind of text each carries.
 TEXT_KINDS = {
     "content": "content",
@@ -78,8 +31,13 @@ TEXT_KINDS = {
 }
 
 
-def read_chunk_in_full(assembler: Assembler, chunk: dict[str, Any]) -> None:
-    """``read_chunk`` for any chunk, every field checked."""
+def read_chunk(assembler: Assembler, chunk: dict[str, Any]) -> None:
+    """Apply one parsed chunk, every field checked; raises ``ProtocolError`` on a wrong shape.
+
+    This is the dialect's one decoding path: ``ChatStream`` sends every chunk here except those
+    a chunk template (``template.py``) applies, and a template hit makes the same assembler
+    calls this reader would (``Assembler.text``, ``Assembler.continue_arguments``).
+    """
     if "error" in chunk and chunk["error"] is not None:
         assembler.error({"error": chunk["error"]})
         if "choices" not in chunk:
@@ -146,8 +104,6 @@ def _read_delta(assembler: Assembler, index: int, delta: dict[str, Any]) -> None
         if key == "tool_calls":
             if type(value) is not list:
                 raise ProtocolError("delta.tool_calls is not a list")
-            if len(value) == 1 and assembler.continue_call(index, value[0]) is not None:
-                continue
             claimed: set[ToolCall] = set()
             for tool_call in value:
                 _read_tool_call(assembler, index, tool_call, claimed)

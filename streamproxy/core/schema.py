@@ -9,7 +9,7 @@ in ``ToolCallReady.parsed`` is the JSON object exactly as sent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,21 +41,6 @@ class ToolSchemas:
         self._names: set[str] = set()
         for name, source in (tools or {}).items():
             self.add(name, source)
-
-    @classmethod
-    def from_openai_tools(
-        cls, tools: Iterable[Mapping[str, object]], *, allow_unknown: bool = False
-    ) -> ToolSchemas:
-        """Build from a request's ``tools`` list (``{"type": "function", "function": {...}}``)."""
-        schemas = cls(allow_unknown=allow_unknown)
-        for tool in tools:
-            function = tool.get("function")
-            if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
-                continue
-            parameters = function.get("parameters")
-            schema = parameters if isinstance(parameters, Mapping) else None
-            schemas.add(str(function["name"]), schema)
-        return schemas
 
     def add(self, name: str, source: SchemaSource) -> None:
         """Allow ``name``, validated against ``source`` when it is not None."""

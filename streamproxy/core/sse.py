@@ -8,7 +8,9 @@ Follows the WHATWG "event stream interpretation" rules
 - a blank line dispatches the event; a line starting with ``:`` is a comment (keep-alives such as
   DeepSeek's ``: keep-alive`` or OpenRouter's ``: OPENROUTER PROCESSING``);
 - ``field: value`` with one optional space stripped; ``data`` lines join with ``\\n``; ``event``,
-  ``id`` and ``retry`` are kept; other field names are ignored;
+  ``id`` and ``retry`` are kept; a line whose field name is anything else is ignored (stray text
+  glued before ``data:``, a provider's own field, a body that is not SSE at all), as the openai
+  SDK and httpx-sse ignore it;
 - an event whose data buffer is empty is not dispatched (so ``id:`` followed by a blank line does
   not produce an empty event, the bug of openai/openai-python#2722);
 - a leading UTF-8 byte order mark is dropped.
@@ -17,14 +19,21 @@ Lines are split on bytes before decoding, which is safe because line terminators
 never occur inside a multi-byte UTF-8 sequence; a piece may end in the middle of a character.
 Invalid UTF-8 decodes with U+FFFD, as the spec says.
 
+Ignored lines are not silent: the first one is handed out, in its place among the events, as an
+``IgnoredLine`` (once per decoder), so a caller can warn that input was dropped. With
+``strict_fields=True`` such a line raises ``ProtocolError`` instead.
+
 Cost: every byte is examined a bounded number of times. An unfinished line is kept as a list of
 pieces and joined once, so one huge event split over many reads stays linear (the bug of
-rexxars/eventsource-parser#28 and florimondmanca/httpx-sse#40).
+rexxars/eventsource-parser#28 and florimondmanca/httpx-sse#40). When nothing is pending at the
+start of a piece, or after its first blank line, a run of complete one-line ``data: `` events is
+cut out in one pass with no per-event work in Python: a piece that holds exactly one event (one
+socket read per event, as a proxy sees the stream) takes that path too.
 
-``strict_fields=True`` makes a line with any other field name a ``ProtocolError`` instead of
-ignoring it. The spec ignores such lines, but no chat-completion provider sends them, and bytes
-that corrupt the start of a ``data:`` line turn it into one: ignoring it would drop a chunk
-without a word (``ChatStream`` decodes strictly).
+The size limit is on one event: its lines, counted from the line after the previous blank line,
+including the line not finished yet, may hold at most ``max_event_size`` bytes (one per line end
+counted). So whether a stream is over the limit, and the error that says so, do not depend on
+where the input was cut.
 
 One deliberate leniency: at end of input, an event whose last line was complete but which lacks
 the final blank line is dispatched (many servers close right after ``data: [DONE]\\n``). A last line
@@ -51,13 +60,27 @@ class SSEMessage:
     retry: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class IgnoredLine:
+    """The first line the decoder ignored: its field is not data, event, id or retry."""
+
+    line: str
+
+
 # A dispatched event before decoding: (event type, data as UTF-8 bytes, last event id, retry).
 # ChatStream parses the bytes with orjson directly, which saves a decode per event.
 RawEvent = tuple[str, bytes, str | None, int | None]
+RawItem = bytes | RawEvent | IgnoredLine
 
 
 class SSEDecoder:
-    """Incremental SSE decoder; feed bytes with ``feed``, finish with ``close``."""
+    """Incremental SSE decoder; feed bytes with ``feed``, finish with ``close``.
+
+    Args:
+        max_event_size: the most bytes one event may hold (see the module docstring).
+        strict_fields: raise ``ProtocolError`` on a line with an unknown field name instead of
+            ignoring it as the spec says.
+    """
 
     def __init__(
         self, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE, strict_fields: bool = False
@@ -69,51 +92,81 @@ class SSEDecoder:
         self._skip_leading_lf = False  # the previous piece ended in "\r"
         self._at_start = True  # a BOM may still come
         self._data: list[bytes] = []
-        self._data_size = 0
-        self._completed: list[bytes | RawEvent] = []  # dispatched, not yet handed out
+        self._event_size = 0  # bytes of the current event's complete lines
+        self._completed: list[RawItem] = []  # dispatched, not yet handed out
         self._event = ""
         self._last_id: str | None = None
         self._retry: int | None = None
-        self.bytes_received = 0
-        self.comments_received = 0
-
-    @property
-    def has_pending_data(self) -> bool:
-        """Whether part of an event (a line or data lines) is waiting for more input."""
-        return bool(self._partial) or bool(self._data)
+        self._has_ignored_line = False
+        # between events with nothing pending, and no retry or id to attach: unnamed events can
+        # be cut out of the bytes as they are
+        self._is_plain = False
 
     def feed(self, data: bytes) -> list[SSEMessage]:
         """Decode ``data``; return the events it completed (often none)."""
-        return [self._message(raw) for raw in self.feed_raw(data)]
+        return _messages(self.feed_raw(data))
 
     def close(self) -> tuple[list[SSEMessage], bool]:
         """End of input: the events still to dispatch, and whether the input was cut mid-line."""
-        raw, is_truncated = self.close_raw()
-        return [self._message(event) for event in raw], is_truncated
+        raws, is_truncated = self.close_raw()
+        return _messages(raws), is_truncated
 
-    def feed_raw(self, data: bytes) -> list[bytes | RawEvent]:
-        """``feed``, with each event's data left as UTF-8 bytes.
+    def feed_raw(self, data: bytes) -> list[RawItem]:
+        """``feed``, with each event's data left as UTF-8 bytes, and the first ignored line.
 
-        An event with no ``event:`` name is given as its data alone (``bytes``); any other as a
-        ``RawEvent`` tuple. Splitting whole one-line events this way costs no Python work per
-        event, which is most of the decoder's cost on a fast stream.
+        An event with no ``event:`` name, no ``retry:`` and no last event id is given as its data
+        alone (``bytes``); any other as a ``RawEvent`` tuple. Chat streams send only the first
+        kind, and splitting whole one-line events this way costs no Python work per event.
 
         Raises ``ProtocolError`` (``LimitExceededError``) at the first bad line; the events
         completed before it are kept for ``take_completed``, so nothing before an error is lost.
         """
+        if (
+            self._is_plain
+            and data[-2:] == b"\n\n"
+            and data[:6] == b"data: "
+            and data.find(b"\n") == len(data) - 2  # one line, then the blank line
+            and len(data) <= self._max_event_size
+            and b"\r" not in data
+        ):
+            # the piece is one whole one-line event, with nothing pending (a socket read per
+            # event): the bulk cut below, for a block of one
+            return [data[6:-2]] if len(data) > 8 else []
+        self._is_plain = False
         self._feed(data)
+        self._is_plain = not (
+            self._partial
+            or self._event_size
+            or self._skip_leading_lf
+            or self._at_start
+            or self._retry is not None
+            or self._last_id is not None
+        )
         completed, self._completed = self._completed, []
         return completed
 
-    def take_completed(self) -> list[bytes | RawEvent]:
+    def take_completed(self) -> list[RawItem]:
         """The events completed before ``feed_raw`` raised (then empty until it raises again)."""
         completed, self._completed = self._completed, []
         return completed
 
+    def close_raw(self) -> tuple[list[RawItem], bool]:
+        """``close``, with each event's data left as UTF-8 bytes."""
+        is_truncated = bool(self._partial)
+        self._partial, self._partial_size = [], 0
+        events, self._completed = self._completed, []
+        if not is_truncated and self._data:
+            self._dispatch(events)
+        self._data.clear()
+        self._event_size = 0
+        self._is_plain = False
+        return events, is_truncated
+
+    # ----------------------------------------------------------------- decoding
+
     def _feed(self, data: bytes) -> None:
         if not data:
             return
-        self.bytes_received += len(data)
         if self._skip_leading_lf:
             self._skip_leading_lf = False
             if data[:1] == b"\n":
@@ -128,34 +181,39 @@ class SSEDecoder:
             self._at_start = False
             self._partial, self._partial_size = [], 0
             data = head[len(_BOM) :] if head.startswith(_BOM) else head
-        boundary = -1 if b"\r" in data else data.find(b"\n\n")
-        if boundary < 0:
+        if b"\r" in data:
             self._feed_lines(data)
             return
-        # Up to the first blank line, the line-by-line path. After it no event is pending, so the
-        # complete events that follow can be cut at blank lines; when every one of them is a
-        # single "data: " line (each line feed belongs to a blank-line separator followed by
-        # "data: "), their payloads are cut out in one pass, with no per-event work in Python.
-        self._feed_lines(data[: boundary + 2])
-        remaining = data[boundary + 2 :]
+        if not (self._partial or self._data or self._event or self._event_size):
+            remaining = data
+        else:
+            # up to the first blank line, the line-by-line path; after it no event is pending
+            boundary = data.find(b"\n\n")
+            if boundary < 0:
+                self._feed_lines(data)
+                return
+            self._feed_lines(data[: boundary + 2])
+            remaining = data[boundary + 2 :]
         end = remaining.rfind(b"\n\n")
         if end < 0:
             rest = remaining
         else:
             complete, rest = remaining[:end], remaining[end + 2 :]
+            # every line feed belongs to a blank-line separator followed by "data: ": the block
+            # is only one-line "data: " events, and each is smaller than the block
             if (
                 complete.startswith(b"data: ")
                 and complete.count(b"\n") == 2 * complete.count(b"\n\ndata: ")
                 and len(complete) < self._max_event_size
                 and self._retry is None
+                and self._last_id is None
             ):
                 payloads = complete[6:].split(b"\n\ndata: ")
                 if b"" in payloads:
                     payloads = [payload for payload in payloads if payload]
                 self._completed += payloads
             else:
-                for block in complete.split(b"\n\n"):
-                    self._feed_lines(block + b"\n\n")
+                self._feed_lines(complete + b"\n\n")
         if rest:
             self._feed_lines(rest)
 
@@ -173,50 +231,29 @@ class SSEDecoder:
             self._partial.append(lines[0])
             lines[0] = b"".join(self._partial)
             self._partial, self._partial_size = [], 0
-        events = self._completed
+        limit = self._max_event_size
+        size = self._event_size
         data_lines = self._data
         for line in lines:
-            if line.startswith(b"data:"):
-                value = line[6:] if line[5:6] == b" " else line[5:]
-                self._data_size += len(value) + 1
-                if self._data_size > self._max_event_size:
-                    raise LimitExceededError("an SSE event", self._max_event_size)
-                data_lines.append(value)
-            elif not line:
+            if not line:
                 if data_lines:
-                    joined = data_lines[0] if len(data_lines) == 1 else b"\n".join(data_lines)
-                    data_lines.clear()
-                    self._data_size = 0
-                    if joined:
-                        events.append((self._event, joined, self._last_id, self._retry))
-                        self._retry = None
+                    self._dispatch(self._completed)
                 self._event = ""
-            elif line[0] == 58:  # ":" starts a comment
-                self.comments_received += 1
-            else:
+                size = 0
+                continue
+            size += len(line) + 1
+            if size > limit:
+                raise LimitExceededError("an SSE event", limit)
+            if line.startswith(b"data:"):
+                data_lines.append(line[6:] if line[5:6] == b" " else line[5:])
+            elif line[0] != 58:  # ":" starts a comment
                 self._process_field(line)
+        self._event_size = size
         if tail:
             self._partial.append(tail)
             self._partial_size += len(tail)
-            if self._partial_size > self._max_event_size:
-                raise LimitExceededError("an SSE line", self._max_event_size)
-
-    def close_raw(self) -> tuple[list[bytes | RawEvent], bool]:
-        """``close``, with each event's data left as UTF-8 bytes."""
-        is_truncated = bool(self._partial)
-        self._partial, self._partial_size = [], 0
-        events, self._completed = self._completed, []
-        if not is_truncated and self._data:
-            self._dispatch(events)
-        self._data.clear()
-        self._data_size = 0
-        return events, is_truncated
-
-    def _message(self, raw: bytes | RawEvent) -> SSEMessage:
-        if isinstance(raw, bytes):
-            return SSEMessage("", raw.decode("utf-8", errors="replace"), self._last_id, None)
-        event, data, id, retry = raw
-        return SSEMessage(event, data.decode("utf-8", errors="replace"), id, retry)
+            if size + self._partial_size > limit:
+                raise LimitExceededError("an SSE event", limit)
 
     def _process_field(self, raw: bytes) -> None:
         line = raw.decode("utf-8", errors="replace")
@@ -228,19 +265,37 @@ class SSEDecoder:
         elif field == "id":
             if "\x00" not in value:
                 self._last_id = value
-        elif field == "retry" and value.isdigit():
-            self._retry = int(value)
+        elif field == "retry":
+            if value.isascii() and value.isdigit():
+                self._retry = int(value)
         elif field == "data":  # "data" with no colon: an empty data line
             self._data.append(b"")
-            self._data_size += 1
-        elif self._strict_fields and field not in ("retry", "id"):
+        elif self._strict_fields:
             raise ProtocolError(f"an SSE line has an unknown field: {line[:80]!r}")
+        elif not self._has_ignored_line:
+            self._has_ignored_line = True
+            self._completed.append(IgnoredLine(line[:200]))
 
-    def _dispatch(self, events: list[bytes | RawEvent]) -> None:
+    def _dispatch(self, events: list[RawItem]) -> None:
         data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
         self._data.clear()
-        self._data_size = 0
         event, self._event = self._event, ""
-        if data:
+        if not data:
+            return
+        if event or self._retry is not None or self._last_id is not None:
             events.append((event, data, self._last_id, self._retry))
             self._retry = None
+        else:
+            events.append(data)
+
+
+def _messages(raws: list[RawItem]) -> list[SSEMessage]:
+    """``SSEMessage`` per dispatched event (an ignored line is not a message)."""
+    messages = []
+    for raw in raws:
+        if isinstance(raw, bytes):
+            messages.append(SSEMessage("", raw.decode("utf-8", errors="replace")))
+        elif not isinstance(raw, IgnoredLine):
+            event, data, id, retry = raw
+            messages.append(SSEMessage(event, data.decode("utf-8", errors="replace"), id, retry))
+    return messages

@@ -7,9 +7,11 @@ suffix after it. A later chunk that starts with the same prefix, ends with the s
 whose middle is exactly one JSON string (``orjson.loads`` of the middle gives a ``str``; anything
 else, such as ``"a","x":"b"``, fails to parse as one value) is the same chunk with another string
 in that place: JSON's grammar is context-free, so swapping one string token for another leaves
-every other field as it was. The string is decoded alone and applied as the parsed chunk would
-have been (the assembler still runs every rule on it; a fragment that opens a JSON value, or a
-call that was sealed in between, falls back to the full parse). A chunk that differs anywhere
+every other field as it was. The string is decoded alone and ``ChatStream`` applies it with the
+call the reader would have made for it: ``Assembler.text``, or ``Assembler.continue_arguments``,
+the fast path ``tool_delta`` itself tries first, which resolves the call by the chunk's index at
+each hit (a fragment that opens a JSON value, or a call sealed or replaced at that index in
+between, falls back to the full parse). A chunk that differs anywhere
 else (another ``created``, a changing ``obfuscation`` field, a finish, usage) misses the template
 and is parsed in full.
 
@@ -23,10 +25,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
-from streamproxy.core.assembler import Assembler, ToolCall
 from streamproxy.core.openai_chat import TEXT_KINDS
 
 _STRING_TOKEN = re.compile(rb'[ \t\r\n]*("(?:[^"\\]|\\.)*")')
@@ -41,15 +43,17 @@ class ChunkTemplate:
 
     prefix: bytes
     suffix: bytes
-    call: ToolCall | None  # the call a fragment goes to, or None for text
     choice: int
     kind: str  # "arguments", or the text kind
+    call_index: int | None = None  # for "arguments": the entry's index (None: the latest call)
+    is_arguments: bool = False
     start: int = 0  # where the string starts: len(prefix)
     stop: int = 0  # where it ends, counted from the end: -len(suffix)
 
     def __post_init__(self) -> None:
         self.start = len(self.prefix)
         self.stop = -len(self.suffix)
+        self.is_arguments = self.kind == "arguments"
 
     def match(self, raw: bytes) -> str | None:
         """The string ``raw`` carries in the template's place, or None when it is not that shape."""
@@ -65,29 +69,60 @@ class ChunkTemplate:
             return None
         return value if type(value) is str else None
 
-    def apply(self, assembler: Assembler, text: str) -> bool:
-        """Apply the chunk's string as its full parse would; False when that needs the parse."""
-        if self.call is not None:
-            return assembler.append_fragment(self.call, text)
-        assembler.text(self.choice, self.kind, text)
-        return True
 
+def learn(raw: bytes, chunk: dict[str, Any]) -> ChunkTemplate | None:
+    """A template from a chunk just applied in full, or None when it is not of that shape.
 
-def learn(raw: bytes, fed: ToolCall | str, chunk: dict[str, object]) -> ChunkTemplate | None:
-    """A template from a chunk just applied by the fast path (``fed`` as ``read_chunk`` says)."""
-    if isinstance(fed, ToolCall):
-        key, call, choice, kind = b'"arguments":', fed, fed.choice, "arguments"
-    else:
-        choices = chunk.get("choices")
-        first = choices[0] if isinstance(choices, list) and choices else None
-        index = first.get("index", 0) if isinstance(first, dict) else None
-        if not isinstance(index, int) or fed not in TEXT_KINDS:
+    The shape: one choice, no finish, logprobs, usage or error, and a delta whose one non-null
+    field is a text string, or one ``tool_calls`` entry with no id, name or extra content whose
+    arguments are a string. Every other field of such a chunk is either ignored by the reader or
+    has an effect that repeating it does not change (the completion's id, the role).
+    """
+    if chunk.get("usage") or chunk.get("error") is not None:
+        return None
+    choices = chunk.get("choices")
+    if type(choices) is not list or len(choices) != 1 or type(choices[0]) is not dict:
+        return None
+    choice = choices[0]
+    index = choice.get("index", 0)
+    delta = choice.get("delta")
+    if (
+        type(index) is not int
+        or index < 0
+        or type(delta) is not dict
+        or choice.get("finish_reason")
+        or choice.get("logprobs")
+    ):
+        return None
+    fields = [(key, value) for key, value in delta.items() if value is not None]
+    if len(fields) != 1:
+        return None
+    name, value = fields[0]
+    call_index: int | None = None
+    if name in TEXT_KINDS and type(value) is str:
+        key, kind = b'"' + name.encode() + b'":', TEXT_KINDS[name]
+    elif name == "tool_calls" and type(value) is list and len(value) == 1:
+        entry = value[0]
+        function = entry.get("function") if type(entry) is dict else None
+        call_index = entry.get("index") if type(entry) is dict else None
+        if (
+            type(function) is not dict
+            or type(function.get("arguments")) is not str
+            or function.get("name")
+            or entry.get("id")
+            or entry.get("extra_content")
+            or (call_index is not None and type(call_index) is not int)
+        ):
             return None
-        key, call, choice, kind = b'"' + fed.encode() + b'":', None, index, TEXT_KINDS[fed]
+        key, kind = b'"arguments":', "arguments"
+    else:
+        return None
     if raw.count(key) != 1:
         return None
     match = _STRING_TOKEN.match(raw, raw.find(key) + len(key))
     if match is None:
         return None
     start, end = match.span(1)
-    return ChunkTemplate(prefix=raw[:start], suffix=raw[end:], call=call, choice=choice, kind=kind)
+    return ChunkTemplate(
+        prefix=raw[:start], suffix=raw[end:], choice=index, kind=kind, call_index=call_index
+    )

@@ -13,6 +13,7 @@ from streamproxy.core import (
     Limits,
     ProtocolError,
     StreamEnded,
+    StreamWarning,
     ToolCallInvalid,
 )
 from tests.corpus import corpus_names, load
@@ -107,10 +108,22 @@ def test_a_malformed_chunk_is_a_protocol_error_and_keeps_what_came_before(
     assert stream.message()["content"] == "kept"
 
 
-def test_a_line_with_an_unknown_field_is_a_protocol_error_not_a_silent_drop() -> None:
-    # garbage before "data:" makes the line's field "xyzdata": the spec would ignore the line,
-    # and with it the chunk; a chat stream never has such fields, so it is an error
+def test_a_line_with_an_unknown_field_is_ignored_and_reported_once() -> None:
+    # garbage before "data:" makes the line's field "\x07\x1bdata": the SSE standard ignores the
+    # line (and with it the chunk), as the openai SDK and httpx-sse do; the core says so once
     stream = ChatStream()
+    stream.receive_data(sse(chunk({"content": "kept"}), done=False))
+    events = stream.receive_data(b'\x07\x1bdata: {"choices": []}\n\n')
+    events += stream.receive_data(b"x-provider: 1\n" + sse(chunk({"content": "!"}, finish="stop")))
+    events += stream.receive_eof()
+    (warning,) = [event for event in events if isinstance(event, StreamWarning)]
+    assert warning.kind == "sse_line_ignored" and "\\x07\\x1bdata" in warning.detail
+    assert events[-1] == StreamEnded(is_clean=True, reason=None)
+    assert stream.message()["content"] == "kept!"
+
+
+def test_strict_sse_makes_a_line_with_an_unknown_field_a_protocol_error() -> None:
+    stream = ChatStream(strict_sse=True)
     stream.receive_data(sse(chunk({"content": "kept"}), done=False))
     with pytest.raises(ProtocolError, match="unknown field"):
         stream.receive_data(b'\x07\x1bdata: {"choices": []}\n\n')
@@ -160,8 +173,17 @@ def test_a_huge_event_hits_the_limit_not_memory() -> None:
     assert stream.receive_eof()[-1].is_clean is False
 
 
-def test_body_that_is_not_sse_is_a_protocol_error_naming_the_line() -> None:
+def test_a_body_that_is_not_sse_ends_uncleanly_with_a_warning_naming_the_line() -> None:
     stream = ChatStream()
+    events = stream.receive_data(b"<html>502 Bad Gateway</html>\n")
+    events += stream.receive_eof()
+    warning, end = events
+    assert isinstance(warning, StreamWarning) and "502 Bad Gateway" in warning.detail
+    assert end == StreamEnded(is_clean=False, reason="the stream ended before any chunk")
+
+
+def test_a_body_that_is_not_sse_is_a_protocol_error_naming_the_line_when_strict() -> None:
+    stream = ChatStream(strict_sse=True)
     with pytest.raises(ProtocolError, match="502 Bad Gateway"):
         stream.receive_data(b"<html>502 Bad Gateway</html>\n")
     (end,) = stream.receive_eof()

@@ -1,7 +1,11 @@
 """One test per real-world stream quirk (ANCHORS.md section B), named for it.
 
 Each stream is written by hand in the shape the cited provider sends; the corpus test covers the
-same quirks in real bytes where the corpus has them.
+same quirks in real bytes where the corpus has them. None needs the corpus.
+
+Every body is fed three ways, whole, one byte at a time and in 7-byte pieces, and must give the
+same events and the same completion each time (h11's ``t_body_reader`` pattern): ``feed`` below
+checks that before a test looks at the events.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import pytest
 from pydantic import BaseModel
 
 from streamproxy.core import (
+    ChatStream,
     ChoiceFinished,
     ContentDelta,
+    Event,
     ReasoningDelta,
     StreamEnded,
     StreamWarning,
@@ -24,7 +30,20 @@ from streamproxy.core import (
     UpstreamErrorReported,
     UsageReported,
 )
-from tests.helpers import call_delta, chunk, feed, of_type, sse
+from tests import helpers
+from tests.helpers import call_delta, chunk, of_type, sse
+
+SPLITS = {"byte by byte": 1, "7-byte pieces": 7}
+
+
+def feed(body: bytes, **options: Any) -> tuple[list[Event], ChatStream]:
+    """Feed ``body`` whole, byte by byte and in 7-byte pieces; all three must agree."""
+    events, stream = helpers.feed(body, **options)
+    for name, size in SPLITS.items():
+        split_events, split = helpers.feed(body, [size] * (len(body) // size), **options)
+        assert split_events == events, f"fed {name}, the events differ"
+        assert split.completion() == stream.completion(), f"fed {name}, the completion differs"
+    return events, stream
 
 
 def tool_chunk(*entries: dict[str, Any], finish: str | None = None) -> dict[str, Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamproxy.core import LimitExceededError, SSEDecoder, SSEMessage
+from streamproxy.core import LimitExceededError, ProtocolError, SSEDecoder, SSEMessage
+from streamproxy.core.sse import IgnoredLine
 
 
 def decode(data: bytes, *, split: int | None = None) -> list[SSEMessage]:
@@ -34,6 +35,11 @@ def decode(data: bytes, *, split: int | None = None) -> list[SSEMessage]:
         pytest.param(b"data\n\n", [], id="field-without-colon-is-empty-data"),
         pytest.param(b"data:\n\n", [], id="empty-data"),
         pytest.param(b"foo: bar\ndata: x\n\n", [SSEMessage("", "x")], id="unknown-field"),
+        pytest.param(b"xdata: y\ndata: x\n\n", [SSEMessage("", "x")], id="glued-before-data"),
+        pytest.param(b" data: y\n\n", [], id="space-before-data"),
+        pytest.param(b"Data: y\n\n", [], id="field-names-are-case-sensitive"),
+        pytest.param(b"<html>\n\ndata: x\n\n", [SSEMessage("", "x")], id="line-without-colon"),
+        pytest.param(b"retry: 1x\ndata: x\n\n", [SSEMessage("", "x")], id="retry-not-digits"),
         pytest.param(b"\xef\xbb\xbfdata: x\n\n", [SSEMessage("", "x")], id="bom"),
         pytest.param(b"id: 3\ndata: x\n\n", [SSEMessage("", "x", "3")], id="id-kept"),
         pytest.param(b"retry: 10\ndata: x\n\n", [SSEMessage("", "x", None, 10)], id="retry"),
@@ -74,9 +80,54 @@ def test_an_event_over_the_limit_raises() -> None:
 
 def test_a_line_over_the_limit_raises_before_it_ends() -> None:
     decoder = SSEDecoder(max_event_size=100)
-    with pytest.raises(LimitExceededError):
+    with pytest.raises(LimitExceededError, match="an SSE event exceeds"):
         for _ in range(20):
             decoder.feed(b"x" * 10)
+
+
+@pytest.mark.parametrize("split", [None, 1, 7, 50])
+def test_the_limit_is_on_the_event_whatever_the_split(split: int | None) -> None:
+    # 3 lines of 40 bytes: each line fits, the event does not
+    body = (
+        b"data: " + b"a" * 33 + b"\n" + b"data: " + b"b" * 33 + b"\n" + b": " + b"c" * 37 + b"\n\n"
+    )
+    with pytest.raises(LimitExceededError, match="an SSE event exceeds the limit of 100 bytes"):
+        decode_limited(body, split, 100)
+    assert decode_limited(body, split, 120) == [SSEMessage("", "a" * 33 + "\n" + "b" * 33)]
+
+
+def decode_limited(body: bytes, split: int | None, limit: int) -> list[SSEMessage]:
+    decoder = SSEDecoder(max_event_size=limit)
+    size = split or len(body)
+    messages: list[SSEMessage] = []
+    for start in range(0, len(body), size):
+        messages += decoder.feed(body[start : start + size])
+    return messages + decoder.close()[0]
+
+
+@pytest.mark.parametrize("split", [None, 1, 3])
+def test_the_first_ignored_line_is_handed_out_once_in_its_place(split: int | None) -> None:
+    body = b"data: a\n\nx-one: 1\ndata: b\n\nx-two: 2\n\ndata: c\n\n"
+    decoder = SSEDecoder()
+    raws: list[object] = []
+    size = split or len(body)
+    for start in range(0, len(body), size):
+        raws += decoder.feed_raw(body[start : start + size])
+    assert raws == [b"a", IgnoredLine("x-one: 1"), b"b", b"c"]
+
+
+def test_strict_fields_make_an_unknown_field_an_error() -> None:
+    decoder = SSEDecoder(strict_fields=True)
+    assert decoder.feed(b"data: a\n\nid: 1\nretry: 5\n\n") == [SSEMessage("", "a")]
+    with pytest.raises(ProtocolError, match="unknown field: 'x-one: 1'"):
+        decoder.feed(b"x-one: 1\n")
+
+
+def test_an_event_with_an_id_keeps_it_on_the_one_event_per_piece_path() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: a\n\n") == [SSEMessage("", "a")]
+    assert decoder.feed(b"id: 7\ndata: b\n\n") == [SSEMessage("", "b", "7")]
+    assert decoder.feed(b"data: c\n\n") == [SSEMessage("", "c", "7")]  # the last id stays
 
 
 def test_agrees_with_httpx_sse_on_a_real_shaped_stream() -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamproxy.core import ChatStream, Event, StreamWarning, ToolCallArgumentsDelta
+from streamproxy.core import stream as stream_module
 from streamproxy.core.template import learn
 from tests.helpers import call_delta, chunk, sse
 
@@ -91,7 +93,7 @@ def test_a_string_that_tries_to_add_a_field_is_parsed_in_full() -> None:
     stream.receive_data(sse(head, done=False))
     events = stream.receive_data(b"data: " + raw + b"\n\n")
     assert [e.fragment for e in events if isinstance(e, ToolCallArgumentsDelta)] == ["ab"]
-    template = learn(raw, stream._assembler.choices[0].calls[0], template_chunk)
+    template = learn(raw, template_chunk)
     assert template is not None
     forged = raw.replace(b'"ab"', b'"cd","name":"rm"')
     assert template.match(forged) is None  # two tokens: the chunk must be parsed in full
@@ -117,3 +119,52 @@ def test_a_repetitive_stream_is_decoded_through_its_template() -> None:
     stream.receive_data(sse(*payloads, done=False))
     assert stream._template is not None
     assert stream._fruitless == 0  # the last chunk was a hit (a hit resets the count)
+
+
+def count_full_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the chunks that go through the full reader (``read_chunk``) from here on."""
+    calls = [0]
+    read_chunk = stream_module.read_chunk
+
+    def counting(assembler: Any, chunk: dict[str, Any]) -> None:
+        calls[0] += 1
+        read_chunk(assembler, chunk)
+
+    monkeypatch.setattr(stream_module, "read_chunk", counting)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["arguments", "content"])
+def test_one_event_per_read_takes_the_template(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    # issue 13: a proxy hands over one SSE event per socket read; those events used to come out
+    # of the decoder's line path as tuples, so the template was never tried
+    payloads = [chunk({"tool_calls": [call_delta(index=0, id="c", name="f", arguments="{")]})]
+    for number in range(200):
+        if kind == "arguments":
+            fragment = f'"k{number}": {number}, ' if number else '"a": 0, '
+            payloads.append(chunk({"tool_calls": [call_delta(index=0, arguments=fragment)]}))
+        else:
+            payloads.append(chunk({"content": f"word {number} "}))
+    payloads.append(chunk({"tool_calls": [call_delta(index=0, arguments='"z": 1}')]}))
+    payloads.append(chunk({}, finish="tool_calls"))
+    expected = by_chunks(payloads)  # receive_chunk: the full reader for every chunk
+    full_reads = count_full_reads(monkeypatch)
+    stream = ChatStream()
+    events: list[Event] = []
+    for frame in sse(*payloads).split(b"\n\n")[:-1]:
+        events += stream.receive_data(frame + b"\n\n")
+    events += stream.receive_eof()
+    assert (events, stream.completion()) == expected
+    assert full_reads[0] <= 6  # the head, a chunk to learn from, the finish; not 200
+
+
+def test_a_template_follows_the_index_to_a_new_call_at_that_index() -> None:
+    # a template learned on call c0's fragments must not keep feeding c0 once a new call took
+    # index 0 (Ollama reuses index 0): the reader resolves the index at each chunk, so must it
+    payloads = [chunk({"tool_calls": [call_delta(index=0, id="c0", name="f", arguments='{"a":')]})]
+    payloads += [chunk({"tool_calls": [call_delta(index=0, arguments=" 1")]}) for _ in range(3)]
+    payloads.append(chunk({"tool_calls": [call_delta(index=0, id="c1", name="g", arguments="{")]}))
+    payloads += [chunk({"tool_calls": [call_delta(index=0, arguments=" 1")]}) for _ in range(3)]
+    payloads.append(chunk({}, finish="tool_calls"))
+    for read_size in (7, 4096):
+        assert by_bytes(sse(*payloads), read_size) == by_chunks(payloads)
