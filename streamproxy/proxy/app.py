@@ -52,6 +52,7 @@ from streamproxy.errors import (
     AuthenticationError,
     InternalError,
     RequestTooLargeError,
+    StateUnavailableError,
     StreamProxyError,
     UpstreamError,
 )
@@ -349,7 +350,11 @@ class _Proxy:
         config = self.config
         telemetry: RequestTelemetry = request.state.telemetry
         telemetry.set_model(str(chat.body["model"]))
-        signer = await self.signer()
+        try:
+            signer: ApprovalSigner | None = await self.signer()
+        except StateUnavailableError as error:  # plain chat goes on; approvals cannot
+            logger.warning("the state store is unavailable (%s): %s", error.store, error.reason)
+            signer = None
         chat.messages, settlements = await rebuild(
             chat.messages, stash=self.store, signer=signer, client=client
         )

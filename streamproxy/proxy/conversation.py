@@ -27,10 +27,12 @@ second ``tool`` message for the same call id is dropped (a client that repeats i
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from streamproxy.errors import StateUnavailableError
 from streamproxy.proxy.approval import (
     ApprovalSigner,
     PendingCall,
@@ -45,11 +47,23 @@ __all__ = ["Message", "Settlement", "Stash", "calls_key", "content_key", "rebuil
 
 Message = dict[str, object]
 
+logger = logging.getLogger("streamproxy.proxy")
+
 
 class Stash(Protocol):
-    """The part of the state store the conversation reads (``state.py``)."""
+    """The part of the state store the conversation reads (``state/``)."""
 
     async def get(self, client: str, key: str) -> object | None: ...
+
+
+async def _lookup(stash: Stash, client: str, key: str) -> object | None:
+    """A stash entry, or None when missing or when the store cannot be reached: the client's own
+    messages are then sent as they are (still a valid conversation, only a less complete one)."""
+    try:
+        return await stash.get(client, key)
+    except StateUnavailableError as error:
+        logger.warning("the state store is unavailable (%s): %s", error.store, error.reason)
+        return None
 
 
 def content_key(content: str) -> str:
@@ -82,10 +96,17 @@ async def rebuild(
     messages: list[Message],
     *,
     stash: Stash,
-    signer: ApprovalSigner,
+    signer: ApprovalSigner | None,
     client: str,
 ) -> tuple[list[Message], list[Settlement]]:
-    """The upstream conversation for the client's ``messages``, and the approvals to settle."""
+    """The upstream conversation for the client's ``messages``, and the approvals to settle.
+
+    ``signer`` is None when the state store (which keeps the approval secret) cannot be
+    reached: plain conversations still rebuild, an approval in them raises.
+
+    Raises:
+        StateUnavailableError: the conversation answers an approval and the store is down.
+    """
     settlements: list[Settlement] = []
     messages = await _with_chat_answer(messages, stash, signer, client, settlements)
     signed_calls: dict[str, tuple[str, str]] = {}  # signed id -> (name, arguments) as sent back
@@ -109,6 +130,8 @@ async def rebuild(
             call_id = str(message["tool_call_id"])
             signed = ApprovalSigner.parse(call_id)
             if signed is not None:
+                if signer is None:
+                    raise StateUnavailableError("(secret)", "an approval needs the secret")
                 message = dict(message, tool_call_id=signed.upstream_id)
                 name, arguments = signed_calls.get(call_id, ("", ""))
                 verdict = signer.verify(call_id, name, arguments, client=client)
@@ -135,7 +158,7 @@ async def rebuild(
 async def _with_chat_answer(
     messages: list[Message],
     stash: Stash,
-    signer: ApprovalSigner,
+    signer: ApprovalSigner | None,
     client: str,
     settlements: list[Settlement],
 ) -> list[Message]:
@@ -146,14 +169,16 @@ async def _with_chat_answer(
     content = question.get("content")
     if question.get("role") != "assistant" or not isinstance(content, str) or not content:
         return messages
-    records = await stash.get(client, approval_record_key(content))
+    records = await _lookup(stash, client, approval_record_key(content))
     pending = [PendingCall.from_record(item) for item in records or []]  # type: ignore[attr-defined]
     calls = [call for call in pending if call is not None]
     if not calls:
         return messages
-    round_messages = await stash.get(client, content_key(content))
+    round_messages = await _lookup(stash, client, content_key(content))
     if not isinstance(round_messages, list):
         return messages
+    if signer is None:
+        raise StateUnavailableError("(secret)", "an approval needs the secret")
     verdict = chat_verdict(_text(answer.get("content")))
     results: list[Message] = []
     for call in calls:
@@ -182,9 +207,9 @@ async def _stashed(message: Message, stash: Stash, client: str) -> list[Message]
     tool_calls = message.get("tool_calls")
     if isinstance(tool_calls, list) and tool_calls:
         ids = [str(call.get("id")) for call in tool_calls if isinstance(call, dict)]
-        found = await stash.get(client, calls_key(ids))
+        found = await _lookup(stash, client, calls_key(ids))
     elif isinstance(message.get("content"), str) and message["content"]:
-        found = await stash.get(client, content_key(str(message["content"])))
+        found = await _lookup(stash, client, content_key(str(message["content"])))
     else:
         return None
     if not isinstance(found, list):

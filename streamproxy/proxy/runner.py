@@ -25,7 +25,12 @@ from typing import Protocol
 
 import orjson
 
-from streamproxy.errors import InternalError, ProtocolError, StreamProxyError
+from streamproxy.errors import (
+    InternalError,
+    ProtocolError,
+    StateUnavailableError,
+    StreamProxyError,
+)
 from streamproxy.proxy.approval import declined_text, run_once
 from streamproxy.proxy.audit import audit
 from streamproxy.proxy.conversation import Settlement
@@ -295,8 +300,22 @@ class TurnRunner:
             yield self.frames.encode(outputs)
 
     async def _keep(self, decision: Decision) -> None:
+        """Write what the next request needs. A hand-off (tool calls, an approval question)
+        cannot go on without it, so a store failure then fails the turn; a finished answer's
+        transcript only makes the next request's conversation more complete, so there it is
+        logged and the answer still ends cleanly."""
+        is_hand_off = self.turn.finish_reason == "tool_calls" or bool(decision.outputs)
         for entry in decision.store:
-            await self.store.put(self.turn.client, entry.key, entry.value, self.state_ttl)
+            try:
+                await self.store.put(self.turn.client, entry.key, entry.value, self.state_ttl)
+            except StateUnavailableError as error:
+                if is_hand_off:
+                    raise
+                logger.warning(
+                    "request %s: the turn's transcript was not kept (%s)",
+                    self.request_id,
+                    error.reason,
+                )
 
     # ---------------------------------------------------------------- approvals
 

@@ -269,7 +269,7 @@ class Turn:
         request: ChatRequest,
         *,
         tools: ToolSet,
-        signer: ApprovalSigner,
+        signer: ApprovalSigner | None,
         client: str = "",
         max_rounds: int = 8,
         use_strict: bool = False,
@@ -454,13 +454,21 @@ class Turn:
             return
         call.arguments = event.arguments
         call.parsed = event.parsed
-        if call.owner == "unknown":
+        if call.owner == "approval" and self.signer is None:
+            call.owner = "unknown"  # no secret, no approval: answered with the reason
+            call.result = (
+                f"error: {call.name} needs the user's approval, and approvals are unavailable "
+                "now (the proxy's state store cannot be reached); the call was not run"
+            )
+            actions.append(Refuse(call, "state_unavailable"))
+        elif call.owner == "unknown":
             call.result = f"error: no tool is named {call.name!r}; the call was not run"
             actions.append(Refuse(call, "unknown_tool"))
         elif call.owner == "server" and self.tools[call.name].is_read_only:
             if self.round_number < self.max_rounds:  # no tool runs in the last allowed round
                 actions.append(StartTool(call))
         elif call.owner == "approval" and self.approvals == "client":
+            assert self.signer is not None
             call.client_index = self._next_client_index()
             call.client_id = self.signer.sign(
                 call.id, call.name, call.arguments, client=self.client
@@ -587,6 +595,7 @@ class Turn:
     def _ask_in_chat(
         self, current: _Round, calls: list[Call], answered: list[Call], approvals: list[Call]
     ) -> Decision:
+        assert self.signer is not None  # approval calls are refused without one
         pending = [
             PendingCall(
                 signed_id=self.signer.sign(call.id, call.name, call.arguments, client=self.client),

@@ -365,3 +365,65 @@ async def test_a_new_call_that_reuses_an_upstream_id_is_a_new_approval() -> None
         assert second["id"] != first["id"]
         await post_stream(client, {"model": MODEL, "messages": _history(second, APPROVED)})
     assert runs == [{"title": "t", "text": "hello"}, {"title": "u", "text": "again"}]
+
+
+# ------------------------------------------------------------------------------ store down
+
+
+def _unreachable_store() -> Config:
+    from tests.services import free_port
+
+    return config(state_url=f"redis://127.0.0.1:{free_port()}/0")
+
+
+async def test_plain_chat_and_tool_loops_keep_working_when_the_store_is_down() -> None:
+    upstream = ScriptedUpstream(
+        [
+            content_round("Hi there."),
+            tool_round([("call_c", "count_words", '{"text": "a b"}')]),
+            content_round("Two."),
+        ]
+    )
+    async with proxy_client(upstream, tools=TOOLS, config=_unreachable_store()) as client:
+        history = [*USER, {"role": "assistant", "content": "Earlier."}, *USER]
+        plain = await post_stream(client, {"model": MODEL, "messages": history})
+        loop = await post_stream(client, {"model": MODEL, "messages": USER})
+    assert plain.content == "Hi there." and plain.is_done
+    assert loop.content == "Two." and loop.is_done and loop.errors == []
+    assert runs == [{"count": "a b"}]
+
+
+async def test_an_approval_call_is_refused_with_the_reason_when_the_store_is_down() -> None:
+    upstream = ScriptedUpstream([tool_round(WRITE_ROUND), content_round("Could not save.")])
+    async with proxy_client(upstream, tools=TOOLS, config=_unreachable_store()) as client:
+        result = await post_stream(client, {"model": MODEL, "messages": USER})
+    assert runs == []
+    assert result.content == "Could not save."
+    told = upstream.bodies[1]["messages"][2]["content"]
+    assert "approvals are unavailable" in told and "not run" in told
+
+
+async def test_an_approval_answer_fails_clearly_when_the_store_is_down() -> None:
+    upstream = ScriptedUpstream([tool_round(WRITE_ROUND), content_round("never")])
+    async with proxy_client(upstream, tools=TOOLS, config=CLIENT_MODE) as client:
+        call = await _handed_call(client)
+    async with proxy_client(upstream, tools=TOOLS, config=_unreachable_store()) as client:
+        response = await client.post(
+            "/v1/chat/completions", json={"model": MODEL, "messages": _history(call, APPROVED)}
+        )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "state_unavailable"
+    assert runs == []
+    assert len(upstream.requests) == 1  # nothing was sent upstream for the failed approval
+
+
+async def test_a_hand_off_fails_with_a_clear_error_when_the_store_is_down() -> None:
+    show = {"type": "function", "function": {"name": "show", "parameters": {"type": "object"}}}
+    upstream = ScriptedUpstream(
+        [tool_round([("call_c", "count_words", '{"text": "a"}'), ("call_s", "show", "{}")])]
+    )
+    async with proxy_client(upstream, tools=TOOLS, config=_unreachable_store()) as client:
+        result = await post_stream(client, {"model": MODEL, "messages": USER, "tools": [show]})
+    [error] = result.errors
+    assert error["error"]["code"] == "state_unavailable"  # type: ignore[index]
+    assert not result.is_done
