@@ -56,6 +56,7 @@ __all__ = [
     "RedactingFilter",
     "Redactor",
     "StreamRedactor",
+    "TextStreamRedactor",
     "install_log_redaction",
 ]
 
@@ -312,6 +313,44 @@ class StreamRedactor:
         """Everything held back, redacted; the stream redactor is then empty."""
         pending, self._pending = self._pending, b""
         return self.redactor.redact_bytes(pending, is_cut=is_cut)
+
+
+class TextStreamRedactor:
+    """Text that arrives as deltas (a model's content, a call's argument fragments): a secret
+    split across two deltas is caught, and only a tail that could begin a secret waits.
+
+    Unlike :class:`StreamRedactor`, which holds back a fixed window of bytes, this holds back
+    only the longest end of the text that is the start of a secret (in its raw form: deltas are
+    decoded text), so ordinary text streams on at once. ``flush`` gives what waited.
+    """
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self._pending = ""
+        self._starts = [(secret[0], secret) for secret in redactor.secrets]
+
+    def feed(self, text: str) -> str:
+        text = self._pending + text
+        keep = self._possible_secret_start(text)
+        ready, self._pending = text[: len(text) - keep], text[len(text) - keep :]
+        return self.redactor.redact_text(ready)
+
+    def flush(self) -> str:
+        text, self._pending = self._pending, ""
+        return self.redactor.redact_text(text)
+
+    def _possible_secret_start(self, text: str) -> int:
+        """How many characters at the end of ``text`` could begin a secret (0 if none)."""
+        longest = 0
+        for first, secret in self._starts:
+            tail = text[-(len(secret) - 1) :]
+            position = tail.find(first)
+            while position != -1 and len(tail) - position > longest:
+                if secret.startswith(tail[position:]):
+                    longest = len(tail) - position
+                    break
+                position = tail.find(first, position + 1)
+        return longest
 
 
 class RedactingFilter(logging.Filter):

@@ -77,6 +77,7 @@ from streamproxy.proxy.telemetry import RequestTelemetry, Telemetry
 from streamproxy.proxy.tools import ToolSet, load_tools
 from streamproxy.proxy.turn import Turn
 from streamproxy.proxy.upstream import RetryPolicy, Upstream
+from streamproxy.redaction import Redactor, install_log_redaction
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -194,7 +195,7 @@ def _answering_errors(endpoint: Endpoint) -> Endpoint:
         except StreamProxyError as error:
             logger.warning("request %s: %s", request_id, error.message)
             telemetry.failed(error, error.status_hint)
-            return error_response(error, headers)
+            return error_response(error, headers, redactor=proxy.redactor)
         except _ClientDisconnected:
             logger.info("request %s: the client left before the response started", request_id)
             telemetry.failed(None, 499, code="client_disconnected")
@@ -243,12 +244,16 @@ class _Proxy:
         self.store = open_state_store(config.state_url)
         self.limits = Limits(max_arguments_size=config.max_arguments_size)
         self.requests = Requests()
+        self.redactor = Redactor({config.api_key or "", *config.client_keys})
+        """The secrets no client, log line or cassette may see: the upstream key, client keys."""
         self.telemetry = telemetry or Telemetry(upstream_url=config.upstream_url)
         self._signer: ApprovalSigner | None = None
         self.services: tuple[Service, ...] = ()
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        if self.redactor:  # uvicorn has configured its loggers by now
+            install_log_redaction(self.redactor)
         started: list[Service] = []
         try:
             for service in self.services:
@@ -286,7 +291,9 @@ class _Proxy:
         client = self.authenticate(request)
         raw = await _read_body(request, self.config.max_request_size)
         chat = self._parse(raw)
-        runner = await self._runner(request, client, chat, ChatFrames)
+        runner = await self._runner(
+            request, client, chat, lambda turn: ChatFrames(turn, self.redactor)
+        )
         if chat.is_streaming:
             return self._stream(request, runner.stream())
         completion = await self._complete(request, runner)
@@ -309,7 +316,7 @@ class _Proxy:
         frames: list[ResponsesFrames] = []
 
         def responses_frames(turn: Turn) -> ResponsesFrames:
-            frames.append(ResponsesFrames(turn, translated))
+            frames.append(ResponsesFrames(turn, translated, self.redactor))
             return frames[0]
 
         runner = await self._runner(request, client, chat, responses_frames)
@@ -378,6 +385,7 @@ class _Proxy:
             request_id=request.state.request_id,
             frames=frames(turn),
             observer=telemetry,
+            redactor=self.redactor,
         )
         try:
             await _while_connected(request.receive, runner.start())
@@ -449,16 +457,21 @@ class _Proxy:
         )
 
 
-def error_response(error: StreamProxyError, headers: dict[str, str]) -> JSONResponse:
+def error_response(
+    error: StreamProxyError, headers: dict[str, str], *, redactor: Redactor | None = None
+) -> JSONResponse:
     """The status and OpenAI-shaped body for an error before the first byte.
 
-    An upstream error keeps the upstream's status and, when it was OpenAI-shaped, its body.
+    An upstream error keeps the upstream's status and, when it was OpenAI-shaped, its body
+    (after redaction: an upstream may echo the key, in any encoding).
     """
     body: object = error.to_openai_error()
     if isinstance(error, UpstreamError) and isinstance(error.body, dict):
         upstream_error = error.body.get("error")
         if isinstance(upstream_error, dict) and "message" in upstream_error:
             body = {"error": upstream_error}
+    if redactor:
+        body = redactor.redact_json(body)
     return JSONResponse(body, status_code=error.status_hint, headers=headers)
 
 

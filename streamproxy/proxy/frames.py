@@ -7,14 +7,16 @@ with a delta carries ``role: "assistant"``. Server tools show as comments for ev
 gets chunks with an empty delta and the extension field::
 
     {"streamproxy": {"tool_progress": {"id", "name", "status", "duration_ms"?}}}
-    {"streamproxy": {"approval_request": {"id", "name", "arguments"}}}
+    {"streamproxy": {"approval_request": {"id", "call_id", "name", "arguments"}}}
 
 and a client that asked for previews (``streamproxy.tool_previews``) gets each fragment of a
 server call's arguments as it streams, to show the call filling in::
 
     {"streamproxy": {"tool_arguments": {"id", "name", "arguments"}}}
 
-``status`` is ``started``, ``ok``, ``error``, ``timeout``, ``too_large``, ``awaiting_approval``.
+``status`` is ``started``, ``ok``, ``error``, ``timeout``, ``too_large``, ``awaiting_approval``,
+and for an approval settled at the start of the next request ``declined`` or ``already_ran``
+(an approved call shows ``started`` then its outcome, like any tool).
 The stream ends with one chunk holding the one ``finish_reason``, a usage chunk when the client
 asked (``stream_options.include_usage``), and ``data: [DONE]``; after an error, one
 ``data: {"error": ...}`` frame and no ``[DONE]`` (``core/encode.py``).
@@ -36,6 +38,7 @@ from streamproxy.proxy.turn import (
     ToolProgress,
     Turn,
 )
+from streamproxy.redaction import Redactor, TextStreamRedactor
 
 __all__ = ["ChatFrames", "ClientFrames"]
 
@@ -58,9 +61,13 @@ class ClientFrames(Protocol):
 class ChatFrames:
     """Encodes one turn for a chat-completions client."""
 
-    def __init__(self, turn: Turn) -> None:
+    def __init__(self, turn: Turn, redactor: Redactor | None = None) -> None:
         self.turn = turn
         self._has_role = False
+        self._redactor = redactor if redactor else None
+        self._text_streams: dict[tuple[str, int], TextStreamRedactor] = {}
+        """Per text field (and per client call's arguments): a secret split across deltas is
+        caught here; the runner redacts each whole frame too."""
 
     def encode(self, outputs: list[Output]) -> list[bytes]:
         """The frames for a batch of the turn's outputs."""
@@ -73,10 +80,13 @@ class ChatFrames:
         items: list[dict[str, object] | bytes] = []
         for output in outputs:
             if isinstance(output, TextDelta):
-                items.append(self.chunk({output.field: output.text}))
+                text = self._redacted(output.field, 0, output.text)
+                if text:
+                    items.append(self.chunk({output.field: text}))
             elif isinstance(output, ClientCallArguments):
-                call = {"index": output.index, "function": {"arguments": output.fragment}}
-                items.append(self.chunk({"tool_calls": [call]}))
+                fragment = self._redacted("arguments", output.index, output.fragment)
+                if fragment:
+                    items.append(self._arguments_chunk(output.index, fragment))
             elif isinstance(output, ClientCallStarted):
                 entry = {
                     "index": output.index,
@@ -91,9 +101,39 @@ class ChatFrames:
             elif isinstance(output, ToolProgress):
                 items.extend(self._progress(output))
             elif isinstance(output, ApprovalRequested) and self.turn.request.wants_tool_progress:
-                request = {"id": output.id, "name": output.name, "arguments": output.arguments}
+                request = {
+                    "id": output.id,
+                    "call_id": output.call_id,
+                    "name": output.name,
+                    "arguments": output.arguments,
+                }
                 items.append(self._extension({"approval_request": request}))
         return items
+
+    def _redacted(self, field: str, index: int, text: str) -> str:
+        if self._redactor is None:
+            return text
+        stream = self._text_streams.get((field, index))
+        if stream is None:
+            stream = self._text_streams[(field, index)] = TextStreamRedactor(self._redactor)
+        return stream.feed(text)
+
+    def _arguments_chunk(self, index: int, fragment: str) -> dict[str, object]:
+        call = {"index": index, "function": {"arguments": fragment}}
+        return self.chunk({"tool_calls": [call]})
+
+    def _held_back(self) -> list[dict[str, object]]:
+        """What the text redactors still hold (ordinary text that ended like a secret's start)."""
+        chunks = []
+        for (field, index), stream in self._text_streams.items():
+            text = stream.flush()
+            if not text:
+                continue
+            if field == "arguments":
+                chunks.append(self._arguments_chunk(index, text))
+            else:
+                chunks.append(self.chunk({field: text}))
+        return chunks
 
     def _progress(self, output: ToolProgress) -> list[dict[str, object] | bytes]:
         timing = f" in {output.duration * 1000:.0f} ms" if output.duration is not None else ""
@@ -123,7 +163,8 @@ class ChatFrames:
     def final_chunks(self) -> list[dict[str, object]]:
         """The closing chunk, and the usage chunk when the client asked for it."""
         turn = self.turn
-        chunks = [self.chunk({}, finish_reason=turn.finish_reason or "stop")]
+        chunks = self._held_back()
+        chunks.append(self.chunk({}, finish_reason=turn.finish_reason or "stop"))
         if turn.request.include_usage:
             chunks.append(
                 {

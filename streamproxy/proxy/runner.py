@@ -37,8 +37,18 @@ from streamproxy.proxy.conversation import Settlement
 from streamproxy.proxy.frames import ChatFrames, ClientFrames
 from streamproxy.proxy.state import StateStore
 from streamproxy.proxy.tools import ToolOutcome
-from streamproxy.proxy.turn import Call, Decision, Output, Refuse, StartTool, Turn
+from streamproxy.proxy.turn import (
+    Action,
+    Call,
+    Decision,
+    Output,
+    Refuse,
+    StartTool,
+    ToolProgress,
+    Turn,
+)
 from streamproxy.proxy.upstream import Upstream, UpstreamResponse
+from streamproxy.redaction import Redactor
 
 __all__ = ["NO_OBSERVER", "TurnObserver", "TurnRunner"]
 
@@ -130,10 +140,13 @@ class TurnRunner:
         request_id: str = "",
         observer: TurnObserver = NO_OBSERVER,
         frames: ClientFrames | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.turn = turn
         self.observer = observer
-        self.frames: ClientFrames = frames or ChatFrames(turn)
+        self.redactor = redactor or Redactor(())
+        """Every byte the client gets passes it: no secret leaves, in any encoding."""
+        self.frames: ClientFrames = frames or ChatFrames(turn, self.redactor)
         self.upstream = upstream
         self.store = store
         self.settlements = settlements or []
@@ -143,6 +156,8 @@ class TurnRunner:
         self._response: UpstreamResponse | None = None
         self._tasks: dict[str, asyncio.Task[ToolOutcome]] = {}
         self._running: dict[str, Call] = {}
+        self._settled: list[Output] = []
+        """Progress of the approvals settled by ``start``, sent first in the stream."""
 
     async def start(self) -> None:
         """Settle the approvals, then open the first upstream response.
@@ -157,16 +172,20 @@ class TurnRunner:
 
     async def stream(self) -> AsyncGenerator[bytes, None]:
         """Client frames; a failure after the start becomes one error frame, then the end."""
+        redact = self.redactor.redact_bytes
         try:
+            if self._settled:
+                yield redact(b"".join(self.frames.encode(self._settled)))
             async for frames in self._rounds(streaming=True):
-                yield frames
+                yield redact(frames)
         except StreamProxyError as error:
             logger.warning("request %s failed mid-stream: %s", self.request_id, error.message)
-            yield self.frames.error(error)
+            yield redact(self.frames.error(error))
         except Exception:
             # a bug, not bad input: the client is still told, once; the details go to the log
             logger.exception("request %s failed mid-stream on an internal error", self.request_id)
-            yield self.frames.error(InternalError(f"the proxy failed (request {self.request_id})"))
+            failure = InternalError(f"the proxy failed (request {self.request_id})")
+            yield redact(self.frames.error(failure))
         finally:
             await self.aclose()
 
@@ -181,7 +200,9 @@ class TurnRunner:
                 pass
         finally:
             await self.aclose()
-        return self.frames.completion()
+        completion = self.redactor.redact_json(self.frames.completion())
+        assert isinstance(completion, dict)
+        return completion
 
     async def aclose(self) -> None:
         """Cancel running tools and close the upstream response."""
@@ -261,14 +282,21 @@ class TurnRunner:
                     yield b"".join(self.frames.final())
                 return
 
-    def _act(self, outputs: list[Output], actions: list[StartTool | Refuse]) -> list[bytes]:
+    def _act(self, outputs: list[Output], actions: list[Action]) -> list[bytes]:
         """Carry out the turn's actions; the frames for its outputs and the tool starts."""
         for action in actions:
             if isinstance(action, StartTool):
                 self._start_tool(action.call)
                 outputs.extend(self.turn.tool_started(action.call))
-            else:
+            elif isinstance(action, Refuse):
                 self._audit(action.call, "refused", kind=action.kind)
+            else:
+                logger.warning(
+                    "request %s: the upstream stream: %s (%s)",
+                    self.request_id,
+                    action.detail,
+                    action.kind,
+                )
         return self.frames.encode(outputs) if outputs else []
 
     def _start_tool(self, call: Call) -> None:
@@ -333,6 +361,10 @@ class TurnRunner:
         if not verdict.is_approved or settlement.signed is None:
             message["content"] = declined_text(settlement.name, verdict)
             self._audit_settlement(settlement, verdict.kind)
+            if settlement.is_answer:
+                self._settled.append(
+                    ToolProgress(settlement.upstream_id, settlement.name, "declined")
+                )
             return
         self._audit_settlement(settlement, "approved")
         arguments = settlement.arguments
@@ -347,8 +379,14 @@ class TurnRunner:
                 parsed = None
             if not isinstance(parsed, dict):
                 return "error", "error: the call was not run: its arguments are not an object"
+            self._settled.append(ToolProgress(settlement.upstream_id, settlement.name, "started"))
             outcome = await tool.run(parsed, max_result_size=max_size)
             self._audit_settlement(settlement, outcome.status, outcome.duration)
+            self._settled.append(
+                ToolProgress(
+                    settlement.upstream_id, settlement.name, outcome.status, outcome.duration
+                )
+            )
             return outcome.status, outcome.content
 
         # shielded: once claimed, the run and its record finish even if the client leaves
@@ -357,6 +395,10 @@ class TurnRunner:
         message["content"] = content
         if status in ("already_ran", "running"):
             self._audit_settlement(settlement, status)
+            if settlement.is_answer:
+                self._settled.append(
+                    ToolProgress(settlement.upstream_id, settlement.name, "already_ran")
+                )
 
     # ---------------------------------------------------------------- audit
 

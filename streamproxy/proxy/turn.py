@@ -62,6 +62,7 @@ from streamproxy.core.events import (
     RefusalDelta,
     StreamEnded,
     StreamStarted,
+    StreamWarning,
     ToolCallArgumentsDelta,
     ToolCallInvalid,
     ToolCallReady,
@@ -105,11 +106,22 @@ __all__ = [
     "TextDelta",
     "ToolProgress",
     "Turn",
+    "Warn",
 ]
+# (Action, the union of the actions, is importable too.)
 
 Owner = Literal["client", "server", "approval", "unknown"]
 ToolStatus = Literal[
-    "started", "ok", "error", "timeout", "too_large", "invalid", "cancelled", "awaiting_approval"
+    "started",
+    "ok",
+    "error",
+    "timeout",
+    "too_large",
+    "invalid",
+    "cancelled",
+    "awaiting_approval",
+    "declined",
+    "already_ran",
 ]
 TextField = Literal["content", "reasoning_content", "refusal"]
 
@@ -192,6 +204,9 @@ class ApprovalRequested:
     """A call waits for the user's yes or no (the extension field, for UIs that show buttons)."""
 
     id: str
+    """The signed call."""
+    call_id: str
+    """The upstream's id, as in the call's ``tool_progress``."""
     name: str
     arguments: str
 
@@ -223,7 +238,15 @@ class Refuse:
     kind: str
 
 
-Action = StartTool | Refuse
+@dataclass(frozen=True, slots=True)
+class Warn:
+    """Action: the upstream's stream was tolerated but not used as sent (log it)."""
+
+    kind: str
+    detail: str
+
+
+Action = StartTool | Refuse | Warn
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +437,8 @@ class Turn:
             elif isinstance(event, StreamStarted):
                 if len(self._rounds) == 1 and event.model:
                     self.model = event.model
+            elif isinstance(event, StreamWarning):
+                actions.append(Warn(event.kind, event.detail))
             elif isinstance(event, StreamEnded):
                 if not event.is_clean and current.error is None:
                     current.error = IncompleteStreamError(
@@ -613,7 +638,7 @@ class Turn:
         outputs: list[Output] = [TextDelta("content", question)]
         for call, item in zip(approvals, pending, strict=True):
             outputs.append(ToolProgress(call.id, call.name, "awaiting_approval"))
-            outputs.append(ApprovalRequested(item.signed_id, item.name, item.arguments))
+            outputs.append(ApprovalRequested(item.signed_id, call.id, item.name, item.arguments))
         messages = self._round_messages(current, calls, answered)
         store = (
             StoreEntry(content_key(visible), messages),

@@ -26,6 +26,7 @@ import httpx2
 import orjson
 
 from streamproxy.errors import UpstreamError
+from streamproxy.redaction import Redactor
 
 __all__ = ["RetryPolicy", "Upstream", "UpstreamHooks", "UpstreamResponse", "is_deepseek_url"]
 
@@ -265,7 +266,12 @@ class Upstream:
             pass
         finally:
             await response.aclose()
-        raw = _scrub(b"".join(chunks)[:_MAX_ERROR_BODY].decode(errors="replace"), self._api_key)
+        kept = b"".join(chunks)
+        raw = _scrub(
+            kept[:_MAX_ERROR_BODY].decode(errors="replace"),
+            self._api_key,
+            is_cut=len(kept) >= _MAX_ERROR_BODY,
+        )
         body: object = raw
         message = raw.strip() or response.reason_phrase or "no message"
         try:
@@ -339,8 +345,7 @@ def _retry_after(headers: httpx2.Headers) -> float | None:
     return max(0.0, moment.timestamp() - time.time())
 
 
-def _scrub(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` replaced (keys must never leave)."""
-    if secret and len(secret) >= 4:
-        return text.replace(secret, "[redacted]")
-    return text
+def _scrub(text: str, secret: str | None, *, is_cut: bool = False) -> str:
+    """``text`` with the key redacted in every encoding (``streamproxy.redaction``), and with
+    ``is_cut`` also a prefix of it where the text was cut."""
+    return Redactor({secret or ""}).redact_text(text, is_cut=is_cut)

@@ -427,3 +427,30 @@ async def test_a_hand_off_fails_with_a_clear_error_when_the_store_is_down() -> N
     [error] = result.errors
     assert error["error"]["code"] == "state_unavailable"  # type: ignore[index]
     assert not result.is_done
+
+
+async def test_a_settled_approval_shows_its_run_first_in_the_stream() -> None:
+    upstream = ScriptedUpstream([tool_round(WRITE_ROUND), content_round("Saved.")])
+    async with proxy_client(upstream, tools=TOOLS) as client:
+        body = {"model": MODEL, "messages": USER, "streamproxy": {"tool_progress": True}}
+        asked = await post_stream(client, body)
+        [request] = [
+            item["streamproxy"]["approval_request"]
+            for item in asked.chunks
+            if "approval_request" in item.get("streamproxy", {})
+        ]
+        assert request["call_id"] == "call_w"  # as in the call's tool_progress
+        history = [
+            *USER,
+            {"role": "assistant", "content": asked.content},
+            {"role": "user", "content": "yes"},
+        ]
+        result = await post_stream(client, {**body, "messages": history})
+    progress = [
+        item["streamproxy"]["tool_progress"]
+        for item in result.chunks
+        if "tool_progress" in item.get("streamproxy", {})
+    ]
+    assert [(p["id"], p["status"]) for p in progress] == [("call_w", "started"), ("call_w", "ok")]
+    assert "duration_ms" in progress[1]
+    assert result.content == "Saved."

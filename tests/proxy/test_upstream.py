@@ -219,7 +219,7 @@ async def test_the_key_is_scrubbed_from_error_bodies() -> None:
         await make_upstream(handler).open_chat({})
     assert KEY not in caught.value.message
     assert KEY not in json.dumps(caught.value.body)
-    assert "[redacted]" in caught.value.message
+    assert "<redacted>" in caught.value.message
 
 
 async def test_list_models() -> None:

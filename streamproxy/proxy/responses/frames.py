@@ -13,6 +13,7 @@ from streamproxy.proxy.frames import ChatFrames
 from streamproxy.proxy.responses.events import ResponsesEncoder, response_from_completion
 from streamproxy.proxy.responses.request import ResponsesRequest
 from streamproxy.proxy.turn import Output, Turn
+from streamproxy.redaction import Redactor
 
 __all__ = ["ResponsesFrames"]
 
@@ -20,8 +21,10 @@ __all__ = ["ResponsesFrames"]
 class ResponsesFrames:
     """Encodes one turn for a Responses client."""
 
-    def __init__(self, turn: Turn, request: ResponsesRequest) -> None:
-        self.chat = ChatFrames(turn)
+    def __init__(
+        self, turn: Turn, request: ResponsesRequest, redactor: Redactor | None = None
+    ) -> None:
+        self.chat = ChatFrames(turn, redactor)
         self.request = request
         self.encoder = ResponsesEncoder(request, created_at=turn.created)
         self.response: dict[str, object] | None = None
