@@ -65,7 +65,7 @@ OutcomeStatus = Literal["ok", "error", "timeout", "too_large"]
 
 MODE_DESCRIPTIONS: dict[ToolMode, str] = {
     "auto": "runs when its round ends cleanly",
-    "read_only": "read-only, starts mid-stream as soon as its call is sealed",
+    "read_only": "starts mid-stream as soon as its call is sealed",
     "needs_approval": "runs only after the user approves the call",
 }
 
