@@ -122,17 +122,17 @@ def parse_request(
 
 
 def is_thinking_mode(body: Mapping[str, object], *, is_deepseek: bool) -> bool:
-    """Whether the request runs in thinking mode.
+    """Whether the request runs in thinking mode (it decides only whether a
+    ``tool_choice: "required"`` is dropped, which DeepSeek's thinking mode rejects).
 
-    An explicit ``thinking: {"type": ...}`` decides; otherwise DeepSeek's default (enabled,
-    except on the non-thinking ``deepseek-chat`` alias), and elsewhere only when
-    ``reasoning_effort`` is set.
+    An explicit ``thinking: {"type": ...}`` decides; otherwise DeepSeek's default (on), and
+    elsewhere only when ``reasoning_effort`` is set. Never the model's name: models are renamed.
     """
     thinking = body.get("thinking")
     if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "disabled"):
         return bool(thinking["type"] == "enabled")
     if is_deepseek:
-        return body.get("model") != "deepseek-chat"
+        return True
     return body.get("reasoning_effort") not in (None, "none")
 
 
