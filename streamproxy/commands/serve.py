@@ -248,8 +248,15 @@ def build_app(config: Config) -> Any:
     services = []
     if config.mcp_config:  # checked now; the servers start in the app's lifespan
         from streamproxy.proxy.mcp import McpTools, load_mcp_config
+        from streamproxy.proxy.tools import TOOL_TRACE_CONTEXT
 
-        services.append(McpTools(load_mcp_config(config.mcp_config), tools))
+        services.append(
+            McpTools(
+                load_mcp_config(config.mcp_config),
+                tools,
+                call_meta=lambda: TOOL_TRACE_CONTEXT.get() or None,
+            )
+        )
     return create_app(config, tools=tools, transport=transport, services=services)
 
 

@@ -36,7 +36,7 @@ from streamproxy.proxy.audit import audit
 from streamproxy.proxy.conversation import Settlement
 from streamproxy.proxy.frames import ChatFrames, ClientFrames
 from streamproxy.proxy.state import StateStore
-from streamproxy.proxy.tools import ToolOutcome
+from streamproxy.proxy.tools import TOOL_TRACE_CONTEXT, ToolOutcome
 from streamproxy.proxy.turn import (
     Action,
     Call,
@@ -74,6 +74,10 @@ class TurnObserver(Protocol):
 
     def tool_started(self, name: str, call_id: str) -> None: ...
 
+    def tool_headers(self, call_id: str) -> dict[str, str]:
+        """The W3C trace context a running tool passes on (an MCP server's ``_meta``)."""
+        ...
+
     def tool_finished(self, name: str, call_id: str, status: str, duration: float) -> None: ...
 
     def approval_settled(self, name: str, outcome: str) -> None: ...
@@ -105,6 +109,9 @@ class _NoObserver:
 
     def tool_started(self, name: str, call_id: str) -> None:
         pass
+
+    def tool_headers(self, call_id: str) -> dict[str, str]:
+        return {}
 
     def tool_finished(self, name: str, call_id: str, status: str, duration: float) -> None:
         pass
@@ -301,13 +308,18 @@ class TurnRunner:
 
     def _start_tool(self, call: Call) -> None:
         tool = self.turn.tools[call.name]
-        self._tasks[call.id] = asyncio.create_task(
-            tool.run(call.parsed or {}, max_result_size=self.max_tool_result_size),
-            name=f"tool {call.name} {call.id}",
-        )
+        self.observer.tool_started(call.name, call.id)
+        # the task copies the context: the tool sees its own trace context (for MCP calls)
+        token = TOOL_TRACE_CONTEXT.set(self.observer.tool_headers(call.id))
+        try:
+            self._tasks[call.id] = asyncio.create_task(
+                tool.run(call.parsed or {}, max_result_size=self.max_tool_result_size),
+                name=f"tool {call.name} {call.id}",
+            )
+        finally:
+            TOOL_TRACE_CONTEXT.reset(token)
         self._running[call.id] = call
         self._audit(call, "started")
-        self.observer.tool_started(call.name, call.id)
 
     async def _await_tools(self) -> AsyncIterator[list[bytes]]:
         """Wait for this round's server tools, yielding a progress frame as each ends."""

@@ -36,7 +36,9 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal, TypeVar, get_type_hints, overload
 
 import pydantic_core
@@ -47,6 +49,7 @@ from streamproxy.errors import ToolDefinitionError
 from streamproxy.proxy.strict_schema import upstream_parameters
 
 __all__ = [
+    "TOOL_TRACE_CONTEXT",
     "Tool",
     "ToolMode",
     "ToolOutcome",
@@ -62,6 +65,12 @@ ToolInvoker = Callable[[Mapping[str, object]], Awaitable[object]]
 _F = TypeVar("_F", bound=Callable[..., Any])
 ToolMode = Literal["auto", "read_only", "needs_approval"]
 OutcomeStatus = Literal["ok", "error", "timeout", "too_large"]
+
+TOOL_TRACE_CONTEXT: ContextVar[Mapping[str, str]] = ContextVar(
+    "streamproxy_tool_trace", default=MappingProxyType({})
+)
+"""The W3C trace context (``traceparent``...) of the tool call running in this task, for tools
+that call out: an MCP server gets it as its ``tools/call`` ``_meta``. Empty when tracing is off."""
 
 MODE_DESCRIPTIONS: dict[ToolMode, str] = {
     "auto": "runs when its round ends cleanly",

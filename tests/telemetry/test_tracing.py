@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 
+import httpx2
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from streamproxy.config import Config
+from streamproxy.proxy import create_app
 from streamproxy.proxy.tools import ToolSet
 from streamproxy.proxy.tracing import tracer_provider_from_environment
 from tests.proxy.helpers import MODEL, ScriptedUpstream, content_round, post_stream
@@ -144,3 +149,38 @@ def test_the_environment_chooses_the_exporter() -> None:
     )
     assert isinstance(console, TracerProvider)
     console.shutdown()
+
+
+async def test_a_running_tool_sees_its_own_trace_context_for_mcp_calls() -> None:
+    """The runner puts the tool span's W3C context where a tool that calls out reads it (an MCP
+    server gets it as ``_meta``); with tracing off it is empty."""
+    from streamproxy.proxy.tools import TOOL_TRACE_CONTEXT, tool
+    from tests.proxy.helpers import tool_round
+
+    seen: list[dict[str, str]] = []
+
+    @tool(read_only=True)
+    def traced(x: str) -> str:
+        """Record the trace context."""
+        seen.append(dict(TOOL_TRACE_CONTEXT.get()))
+        return x
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    upstream = ScriptedUpstream(
+        [tool_round([("call_t", "traced", '{"x": "a"}')]), content_round("done")]
+    )
+    app = create_app(
+        Config(upstream_url="http://upstream.test/v1", state_url="memory://"),
+        tools=ToolSet([traced]),
+        transport=upstream.transport(),
+        tracer_provider=provider,
+    )
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://proxy.test") as client:
+        await post_stream(client, {"model": "m", "messages": [{"role": "user", "content": "?"}]})
+    [context] = seen
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "execute_tool traced"]
+    assert context["traceparent"].split("-")[2] == format(span.context.span_id, "016x")
+    assert TOOL_TRACE_CONTEXT.get() == {}  # only inside the tool's task
