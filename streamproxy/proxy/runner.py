@@ -39,6 +39,7 @@ from streamproxy.proxy.state import StateStore
 from streamproxy.proxy.tools import TOOL_TRACE_CONTEXT, ToolOutcome
 from streamproxy.proxy.turn import (
     Action,
+    AwaitApproval,
     Call,
     Decision,
     Output,
@@ -281,8 +282,9 @@ class TurnRunner:
                 assert decision.error is not None
                 self.observer.turn_ended(None, turn.round_number, decision.error)
                 raise decision.error
-            if decision.outputs and streaming:
-                yield b"".join(self.frames.encode(list(decision.outputs)))
+            frames = self._act(list(decision.outputs), list(decision.actions))
+            if frames and streaming:
+                yield b"".join(frames)
             if decision.kind == "finish":
                 self.observer.turn_ended(turn.finish_reason, turn.round_number, None)
                 if streaming:
@@ -297,6 +299,8 @@ class TurnRunner:
                 outputs.extend(self.turn.tool_started(action.call))
             elif isinstance(action, Refuse):
                 self._audit(action.call, "refused", kind=action.kind)
+            elif isinstance(action, AwaitApproval):
+                self._audit(action.call, "awaiting_approval")
             else:
                 logger.warning(
                     "request %s: the upstream stream: %s (%s)",

@@ -93,6 +93,7 @@ from streamproxy.proxy.usage import sum_usage
 
 __all__ = [
     "ApprovalRequested",
+    "AwaitApproval",
     "Call",
     "ClientCallArguments",
     "ClientCallStarted",
@@ -239,6 +240,13 @@ class Refuse:
 
 
 @dataclass(frozen=True, slots=True)
+class AwaitApproval:
+    """Action: this call now waits for the user's approval (audit it)."""
+
+    call: Call
+
+
+@dataclass(frozen=True, slots=True)
 class Warn:
     """Action: the upstream's stream was tolerated but not used as sent (log it)."""
 
@@ -246,7 +254,7 @@ class Warn:
     detail: str
 
 
-Action = StartTool | Refuse | Warn
+Action = StartTool | Refuse | AwaitApproval | Warn
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +273,7 @@ class Decision:
     error: StreamProxyError | None = None
     outputs: tuple[Output, ...] = ()
     """Client outputs of the decision itself (an approval question)."""
+    actions: tuple[Action, ...] = ()
     store: tuple[StoreEntry, ...] = ()
 
 
@@ -501,6 +510,7 @@ class Turn:
             outputs.append(
                 ClientCallStarted(call.client_index, call.client_id, call.name, call.arguments)
             )
+            actions.append(AwaitApproval(call))
 
     def _call_invalid(self, current: _Round, event: ToolCallInvalid, actions: list[Action]) -> None:
         call = current.calls.get(event.id)
@@ -645,7 +655,12 @@ class Turn:
             StoreEntry(approval_record_key(visible), [item.to_record() for item in pending]),
         )
         decision = self._finish("stop", store=store)
-        return Decision(decision.kind, outputs=tuple(outputs), store=decision.store)
+        return Decision(
+            decision.kind,
+            outputs=tuple(outputs),
+            store=decision.store,
+            actions=tuple(AwaitApproval(call) for call in approvals),
+        )
 
     def _finish(self, reason: str, store: tuple[StoreEntry, ...] = ()) -> Decision:
         self.finish_reason = reason

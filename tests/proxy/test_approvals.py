@@ -454,3 +454,29 @@ async def test_a_settled_approval_shows_its_run_first_in_the_stream() -> None:
     assert [(p["id"], p["status"]) for p in progress] == [("call_w", "started"), ("call_w", "ok")]
     assert "duration_ms" in progress[1]
     assert result.content == "Saved."
+
+
+@pytest.mark.parametrize("mode", ["chat", "client"])
+async def test_the_audit_log_follows_an_approval(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="streamproxy.audit")
+    upstream = ScriptedUpstream([tool_round(WRITE_ROUND), content_round("Saved.")])
+    async with proxy_client(upstream, tools=TOOLS, config=config(approvals=mode)) as client:
+        asked = await post_stream(client, {"model": MODEL, "messages": USER})
+        if mode == "chat":
+            history = [
+                *USER,
+                {"role": "assistant", "content": asked.content},
+                {"role": "user", "content": "yes"},
+            ]
+        else:
+            [delta] = asked.tool_call_deltas
+            call = {"id": delta["id"], "type": "function", "function": delta["function"]}
+            history = _history(call, APPROVED)
+        await post_stream(client, {"model": MODEL, "messages": history})
+    lines = [r.getMessage() for r in caplog.records if r.name == "streamproxy.audit"]
+    outcomes = [line.split("outcome=")[1].split()[0] for line in lines]
+    assert outcomes == ["awaiting_approval", "approved", "ok"]
+    assert all("tool=write_note" in line and "request_id=req_" in line for line in lines)
+    assert len({line.split("request_id=")[1].split()[0] for line in lines}) == 2  # two requests
