@@ -21,17 +21,9 @@ from pathlib import Path
 
 import httpx
 import openai
-import orjson
 import pytest
 
-from streamproxy.cassette.format import (
-    Cassette,
-    Chunk,
-    Interaction,
-    RecordedRequest,
-    RecordedResponse,
-    dump,
-)
+from tests.e2e.cassettes import answer, tool_call, two_rounds
 from tests.e2e.processes import Process
 
 pytestmark = pytest.mark.e2e
@@ -66,55 +58,9 @@ TOOLS = [count_words, save_note]
 SAVE_ARGUMENTS = '{"title": "groceries", "text": "milk, eggs"}'
 
 
-def _payload(delta: dict[str, object], finish: str | None = None) -> bytes:
-    chunk = {
-        "id": "e2e",
-        "object": "chat.completion.chunk",
-        "created": 1780000000,
-        "model": MODEL,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-
-def write_cassette(path: Path, tool: str, arguments: str, answer: str) -> None:
-    head = {"index": 0, "id": "call_e2e", "type": "function"}
-    call = [
-        _payload({"role": "assistant", "content": ""}),
-        _payload({"tool_calls": [{**head, "function": {"name": tool, "arguments": ""}}]}),
-        _payload({"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]}),
-        _payload({}, "tool_calls"),
-        b"data: [DONE]\n\n",
-    ]
-    words = [_payload({"role": "assistant", "content": ""})]
-    words += [_payload({"content": word}) for word in answer.split("|")]
-    words += [_payload({}, "stop"), b"data: [DONE]\n\n"]
-
-    def response(frames: list[bytes]) -> RecordedResponse:
-        chunks = [Chunk(float(index), frame) for index, frame in enumerate(frames)]
-        return RecordedResponse(
-            status=200, headers={"content-type": "text/event-stream"}, chunks=chunks
-        )
-
-    def request(messages: list[dict[str, object]]) -> RecordedRequest:
-        return RecordedRequest(
-            method="POST", path="/chat/completions", body={"model": MODEL, "messages": messages}
-        )
-
-    user = {"role": "user", "content": "?"}
-    dump(
-        Cassette(
-            source="tests/e2e/test_approvals_e2e.py (synthetic)",
-            interactions=[
-                Interaction(request=request([user]), response=response(call)),
-                Interaction(
-                    request=request([user, {"role": "assistant"}, {"role": "tool"}]),
-                    response=response(words),
-                ),
-            ],
-        ),
-        path,
-    )
+def write_cassette(path: Path, tool: str, arguments: str, text: str) -> None:
+    """Round 1 calls ``tool``; round 2 (once its result came back) answers ``text``."""
+    two_rounds(path, tool_call(tool, arguments), answer(text), source=__name__)
 
 
 @dataclass
@@ -171,8 +117,21 @@ def fresh_runs(setup: Setup) -> None:
     setup.clear_runs()
 
 
+_CLIENTS: list[openai.OpenAI] = []
+
+
 def sdk(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    """An SDK client of ``url``, closed after the test (no socket left to the collector)."""
+    made = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    _CLIENTS.append(made)
+    return made
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
 
 
 def chat(url: str, messages: list[dict[str, object]], **body: object) -> str:

@@ -16,18 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
-from streamproxy.cassette.format import (
-    Cassette,
-    Chunk,
-    Interaction,
-    RecordedRequest,
-    RecordedResponse,
-    dump,
-)
 from tests.e2e.browser import chromium_context, require_chromium
+from tests.e2e.cassettes import answer, frame, one_answer, tool_call, two_rounds
 from tests.e2e.processes import Process
 
 pytestmark = pytest.mark.e2e
@@ -143,64 +135,12 @@ def test_the_demo_streams_an_answer_and_a_tool_card(tmp_path: Path) -> None:
         assert seen["violations"] == []
 
 
-def _payload(delta: dict[str, object], finish: str | None = None) -> bytes:
-    usage = {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59} if finish else None
-    chunk = {
-        "id": "playground",
-        "object": "chat.completion.chunk",
-        "created": 1780000000,
-        "model": MODEL,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        "usage": usage,
-    }
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-
 def _approval_cassette(path: Path) -> None:
-    arguments = json.dumps(NOTE)
-    head = {"index": 0, "id": "call_note", "type": "function"}
-    call_pieces = [
-        _payload({"tool_calls": [{**head, "function": {"name": "write_note", "arguments": ""}}]})
-    ] + [
-        _payload({"tool_calls": [{"index": 0, "function": {"arguments": arguments[i : i + 6]}}]})
-        for i in range(0, len(arguments), 6)
-    ]
-    first = [
-        _payload({"role": "assistant", "content": ""}),
-        _payload({"content": "I will save it."}),
-        *call_pieces,
-        _payload({"content": ""}, "tool_calls"),
-        b"data: [DONE]\n\n",
-    ]
-    second = [
-        _payload({"role": "assistant", "content": ""}),
-        *(_payload({"content": word}) for word in ["Saved ", "the ", "note ", "for ", "you."]),
-        _payload({"content": ""}, "stop"),
-        b"data: [DONE]\n\n",
-    ]
-
-    def response(pieces: list[bytes]) -> RecordedResponse:
-        chunks = [Chunk(20.0 + 25.0 * i, piece) for i, piece in enumerate(pieces)]
-        return RecordedResponse(headers={"content-type": "text/event-stream"}, chunks=chunks)
-
-    def request(messages: list[dict[str, object]]) -> RecordedRequest:
-        body = {"model": MODEL, "messages": messages, "stream": True}
-        return RecordedRequest(method="POST", path="/chat/completions", body=body)
-
-    user = {"role": "user", "content": "Save a note."}
-    dump(
-        Cassette(
-            source="tests/e2e/test_playground.py (synthetic)",
-            interactions=[
-                Interaction(request=request([user]), response=response(first)),
-                Interaction(
-                    request=request([user, {"role": "assistant"}, {"role": "tool"}]),
-                    response=response(second),
-                ),
-            ],
-        ),
-        path,
+    first = tool_call(
+        "write_note", json.dumps(NOTE), call_id="call_note", piece=6, text="I will save it."
     )
+    second = answer("Saved |the |note |for |you.")
+    two_rounds(path, first, second, source=__name__, step_ms=25.0)
 
 
 def test_approve_runs_the_tool_once_and_the_answer_streams(tmp_path: Path) -> None:
@@ -267,15 +207,11 @@ def test_approve_runs_the_tool_once_and_the_answer_streams(tmp_path: Path) -> No
 def test_an_error_frame_ends_the_turn_and_shows(tmp_path: Path) -> None:
     cassette = tmp_path / "error.cassette.json"
     pieces = [
-        _payload({"role": "assistant", "content": ""}),
-        _payload({"content": "Partial "}),
+        frame({"role": "assistant", "content": ""}),
+        frame({"content": "Partial "}),
         b'data: {"error": {"message": "the model is overloaded", "type": "overloaded"}}\n\n',
     ]
-    chunks = [Chunk(20.0 + 25.0 * i, piece) for i, piece in enumerate(pieces)]
-    response = RecordedResponse(headers={"content-type": "text/event-stream"}, chunks=chunks)
-    # one interaction answers any request; its model fills the page's list
-    request = RecordedRequest(method="POST", path="/chat/completions", body={"model": MODEL})
-    dump(Cassette(interactions=[Interaction(request=request, response=response)]), cassette)
+    one_answer(cassette, pieces, step_ms=25.0)  # its model fills the page's list
     env = _environment(PLAYGROUND_UPSTREAM_KEY="sk-upstream")
     with Process(["replay", str(cassette), "--port", "0"], cwd=tmp_path, env=env) as replay:
         serve_arguments = ["serve", "--upstream", f"{replay.url}/v1", "--port", "0"]

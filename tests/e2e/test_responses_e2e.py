@@ -56,8 +56,21 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
             yield proxy.url, replay.url
 
 
+_CLIENTS: list[openai.OpenAI] = []
+
+
 def client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    """An SDK client of ``url``, closed after the test (no socket left to the collector)."""
+    made = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    _CLIENTS.append(made)
+    return made
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
 
 
 def test_streaming_create_runs_the_server_tool_and_streams_the_answer(demo: str) -> None:

@@ -13,17 +13,9 @@ from pathlib import Path
 
 import httpx
 import openai
-import orjson
 import pytest
 
-from streamproxy.cassette.format import (
-    Cassette,
-    Chunk,
-    Interaction,
-    RecordedRequest,
-    RecordedResponse,
-    dump,
-)
+from tests.e2e.cassettes import answer, tool_call, two_rounds
 from tests.e2e.processes import Process
 from tests.mcp.conftest import DEMO_SERVER
 
@@ -33,64 +25,10 @@ MODEL = "deepseek-v4-flash"
 ANSWER = "It is 21.5 °C in Oslo."
 
 
-def _payload(delta: dict[str, object], finish: str | None = None) -> bytes:
-    chunk = {
-        "id": "mcp-e2e",
-        "object": "chat.completion.chunk",
-        "created": 1780000000,
-        "model": MODEL,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-
-def _response(*payloads: bytes) -> RecordedResponse:
-    chunks = [Chunk(10.0 * index, data) for index, data in enumerate(payloads)]
-    chunks.append(Chunk(10.0 * len(payloads), b"data: [DONE]\n\n"))
-    return RecordedResponse(
-        status=200, headers={"content-type": "text/event-stream"}, chunks=chunks
-    )
-
-
 def write_cassette(path: Path) -> None:
-    call = {
-        "index": 0,
-        "id": "call_mcp_0",
-        "type": "function",
-        "function": {"name": "weather", "arguments": '{"city": "Oslo"}'},
-    }
-    first = _response(
-        _payload({"role": "assistant", "content": ""}),
-        _payload({"tool_calls": [call]}),
-        _payload({"content": ""}, "tool_calls"),
-    )
-    second = _response(
-        _payload({"role": "assistant", "content": ""}),
-        _payload({"content": ANSWER}),
-        _payload({"content": ""}, "stop"),
-    )
-    user = {"role": "user", "content": "Weather in Oslo?"}
-
-    def request(messages: list[dict[str, object]]) -> RecordedRequest:
-        return RecordedRequest(
-            method="POST",
-            path="/chat/completions",
-            body={"model": MODEL, "messages": messages, "stream": True},
-        )
-
-    dump(
-        Cassette(
-            source="tests/mcp/test_serve_e2e.py (synthetic)",
-            interactions=[
-                Interaction(request=request([user]), response=first),
-                Interaction(
-                    request=request([user, {"role": "assistant"}, {"role": "tool"}]),
-                    response=second,
-                ),
-            ],
-        ),
-        path,
-    )
+    """Round 1 calls the MCP server's ``weather``; round 2 answers from its result."""
+    first = tool_call("weather", '{"city": "Oslo"}', call_id="call_mcp_0")
+    two_rounds(path, first, answer(ANSWER), source=__name__, step_ms=10.0)
 
 
 @pytest.fixture(scope="module")
