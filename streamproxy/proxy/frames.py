@@ -8,6 +8,7 @@ gets chunks with an empty delta and the extension field::
 
     {"streamproxy": {"tool_progress": {"id", "name", "status", "duration_ms"?}}}
     {"streamproxy": {"approval_request": {"id", "call_id", "name", "arguments"}}}
+    {"streamproxy": {"round": {"number", "finish_reason", "usage"}}}      # each upstream round
 
 and a client that asked for previews (``streamproxy.tool_previews``) gets each fragment of a
 server call's arguments as it streams, to show the call filling in::
@@ -33,6 +34,7 @@ from streamproxy.proxy.turn import (
     ClientCallArguments,
     ClientCallStarted,
     Output,
+    RoundEnded,
     ServerCallArguments,
     TextDelta,
     ToolProgress,
@@ -100,6 +102,13 @@ class ChatFrames:
                 items.append(self._extension({"tool_arguments": delta}))
             elif isinstance(output, ToolProgress):
                 items.extend(self._progress(output))
+            elif isinstance(output, RoundEnded) and self.turn.request.wants_tool_progress:
+                report = {
+                    "number": output.number,
+                    "finish_reason": output.finish_reason,
+                    "usage": output.usage,
+                }
+                items.append(self._extension({"round": report}))
             elif isinstance(output, ApprovalRequested) and self.turn.request.wants_tool_progress:
                 request = {
                     "id": output.id,

@@ -276,6 +276,9 @@ class TurnRunner:
             else:
                 await self.aclose()  # a cut round's started tools are not waited for
             self.observer.round_ended(*turn.round_outcome)
+            frames = self.frames.encode(turn.round_ended())
+            if frames and streaming:
+                yield b"".join(frames)
             decision = turn.decide()
             await self._keep(decision)
             if decision.kind == "fail":

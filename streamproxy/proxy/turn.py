@@ -101,6 +101,7 @@ __all__ = [
     "Output",
     "Phase",
     "Refuse",
+    "RoundEnded",
     "ServerCallArguments",
     "StartTool",
     "StoreEntry",
@@ -212,6 +213,15 @@ class ApprovalRequested:
     arguments: str
 
 
+@dataclass(frozen=True, slots=True)
+class RoundEnded:
+    """An upstream round ended: its number, ``finish_reason`` and usage (the extension)."""
+
+    number: int
+    finish_reason: str | None
+    usage: dict[str, object] | None
+
+
 Output = (
     TextDelta
     | ClientCallStarted
@@ -219,6 +229,7 @@ Output = (
     | ServerCallArguments
     | ToolProgress
     | ApprovalRequested
+    | RoundEnded
 )
 
 # ------------------------------------------------------------------------------ actions
@@ -557,6 +568,11 @@ class Turn:
     @property
     def is_round_cut(self) -> bool:
         return self._rounds[-1].is_cut
+
+    def round_ended(self) -> list[Output]:
+        """The ended round's report (shown to clients that asked for tool progress)."""
+        current = self._rounds[-1]
+        return [RoundEnded(self.round_number, current.finish_reason, current.usage)]
 
     def tool_started(self, call: Call) -> list[Output]:
         return [ToolProgress(call.id, call.name, "started")]

@@ -130,8 +130,12 @@ def test_the_demo_streams_an_answer_and_a_tool_card(tmp_path: Path) -> None:
             f"{call_id} ok",
         ]
         # usage summed over both rounds: 120 + 170 prompt, 24 + 30 completion
-        usage = turn.locator(".usage").text_content()
+        usage = turn.locator(".usage.total").text_content()
         assert "prompt 290" in usage and "completion 54" in usage and "total 344" in usage
+        # and per round, as each ended: 120 + 24, then 170 + 30
+        rounds = turn.locator(".round-usage").all_text_contents()
+        assert [line.split(":")[0] for line in rounds] == ["Round 1", "Round 2"]
+        assert "prompt 120" in rounds[0] and "prompt 170" in rounds[1]
         assert seen["violations"] == []
 
 

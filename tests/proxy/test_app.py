@@ -579,14 +579,16 @@ async def test_tool_progress_extension_field_when_asked() -> None:
             client,
             {"model": MODEL, "messages": USER, "streamproxy": {"tool_progress": True}},
         )
-    progress = [
-        item["streamproxy"]["tool_progress"] for item in result.chunks if "streamproxy" in item
-    ]
+    extensions = [item["streamproxy"] for item in result.chunks if "streamproxy" in item]
+    progress = [item["tool_progress"] for item in extensions if "tool_progress" in item]
     assert [(p["name"], p["status"]) for p in progress] == [
         ("get_weather", "started"),
         ("get_weather", "ok"),
     ]
     assert "duration_ms" in progress[1]
+    rounds = [item["round"] for item in extensions if "round" in item]
+    assert [(r["number"], r["finish_reason"]) for r in rounds] == [(1, "tool_calls"), (2, "stop")]
+    assert rounds[0]["usage"]["prompt_tokens"] == 20  # each round's own usage
     assert "streamproxy" not in upstream.bodies[0]  # the extension field is the proxy's own
     assert result.finish_reasons == ["stop"]
 
