@@ -1,6 +1,7 @@
 """The built-in offline default: ``streamproxy serve`` with no key and no ``--upstream``.
 
-The upstream is a bundled cassette replayed in process with its recorded pacing, and the server
+The upstream is a bundled cassette replayed in process (and ``GET /models`` lists
+``deepseek-v4-flash``) with its recorded pacing, and the server
 tool is ``get_weather`` below, which answers from a table. Nothing touches the network, so the
 README's first command works on a fresh machine. Any model name works; the README uses
 ``deepseek-v4-flash``. ``DemoTransport`` picks the recording by what the request asks:
@@ -72,6 +73,8 @@ class DemoTransport(httpx2.AsyncBaseTransport):
     """Answers each upstream request with the demo recording it asks for (module docstring)."""
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET" and request.url.path.endswith("/models"):
+            return httpx2.Response(200, json=demo_models(), request=request)
         try:
             body = orjson.loads(await request.aread())
         except orjson.JSONDecodeError:

@@ -98,3 +98,9 @@ async def test_asking_for_an_error_gets_one_mid_stream() -> None:
     assert content == "You asked for an error, so here is one: "
     [error] = errors
     assert "you asked for one" in str(error["error"]["message"])  # type: ignore[index]
+
+
+async def test_the_demo_lists_its_model() -> None:
+    async with demo_client() as client:
+        listed = (await client.get("/v1/models")).json()
+    assert [model["id"] for model in listed["data"]] == ["deepseek-v4-flash"]

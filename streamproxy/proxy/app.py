@@ -435,10 +435,6 @@ class _Proxy:
     @_answering_errors
     async def models(self, request: Request) -> Response:
         self.authenticate(request)
-        if self.config.is_offline_demo:
-            from streamproxy.demo import demo_models
-
-            return JSONResponse(demo_models())
         return JSONResponse(await self.upstream.list_models())
 
     async def healthz(self, request: Request) -> Response:
