@@ -66,8 +66,7 @@ def parse_request(
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise RequestError(f"the request body is not JSON: {error}") from None
-    if _depth_exceeds(body, MAX_JSON_DEPTH):
-        raise RequestError(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
+    check_depth(body)
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     if not isinstance(body.get("model"), str):
@@ -134,6 +133,16 @@ def is_thinking_mode(body: Mapping[str, object], *, is_deepseek: bool) -> bool:
     if is_deepseek:
         return True
     return body.get("reasoning_effort") not in (None, "none")
+
+
+def check_depth(body: object) -> None:
+    """Refuse a body nested deeper than ``MAX_JSON_DEPTH`` (it could not be sent upstream).
+
+    Raises:
+        RequestError: too deep.
+    """
+    if _depth_exceeds(body, MAX_JSON_DEPTH):
+        raise RequestError(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
 
 
 def _depth_exceeds(value: object, limit: int) -> bool:

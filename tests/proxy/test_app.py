@@ -762,3 +762,15 @@ async def test_unknown_routes_and_methods_get_an_openai_shaped_error(
     assert response.headers["content-type"] == "application/json"
     error = response.json()["error"]
     assert error["code"] == code and path in error["message"]
+
+
+async def test_a_responses_request_nested_too_deep_is_a_clear_400() -> None:
+    body = (
+        b'{"model": "m", "input": [{"role": "user", "content": ' + b"[" * 300 + b"]" * 300 + b"}]}"
+    )
+    async with proxy_client(ScriptedUpstream([]), tools=TOOLS) as client:
+        response = await client.post(
+            "/v1/responses", content=body, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 400
+    assert "nested deeper" in response.json()["error"]["message"]

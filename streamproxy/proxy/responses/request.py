@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from streamproxy.errors import RequestError, RequestTooLargeError
+from streamproxy.proxy.request import check_depth
 
 __all__ = [
     "ACCEPTED_FIELDS",
@@ -141,6 +142,7 @@ def load_body(raw: bytes, *, max_size: int) -> dict[str, object]:
         raise RequestError(f"the request body is not JSON: {error}") from None
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
+    check_depth(body)
     return body
 
 
