@@ -357,3 +357,18 @@ def test_load_tools_from_module_attr(tmp_path: Path, monkeypatch: pytest.MonkeyP
             load_tools("just_a_module")
     finally:
         sys.modules.pop("my_tools_module", None)
+
+
+async def test_a_result_that_cannot_become_text_is_an_error_result_for_the_model() -> None:
+    class Hostile:
+        def __str__(self) -> str:
+            raise RuntimeError("no text for you")
+
+    @tool(read_only=True)
+    def hostile() -> object:
+        """Return something without a text form."""
+        return Hostile()
+
+    outcome = await Tool.from_function(hostile).run({}, max_result_size=1000)
+    assert outcome.status == "error"
+    assert outcome.content.startswith("error: TypeError: the tool returned a Hostile")
