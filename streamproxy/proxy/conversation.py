@@ -90,6 +90,10 @@ class Settlement:
     """The ``tool`` message (already in the conversation) whose content receives the result."""
     is_answer: bool
     """True for the answer to the last assistant message: only those may run."""
+    keeps: tuple[str, list[Message]] | None = None
+    """A chat approval's round, to keep again once settled: its question's store key and the
+    round's messages with the results, so later requests rebuild a conversation in which every
+    call has its result."""
 
 
 async def rebuild(
@@ -198,6 +202,9 @@ async def _with_chat_answer(
             )
         )
     restored = [dict(item) for item in round_messages if isinstance(item, dict)]
+    keeps = (content_key(content), [*restored, *results])
+    for settlement in settlements[-len(calls) :]:
+        settlement.keeps = keeps
     return [*messages[:-2], *restored, *results]
 
 

@@ -33,7 +33,7 @@ from streamproxy.errors import (
 )
 from streamproxy.proxy.approval import declined_text, run_once
 from streamproxy.proxy.audit import audit
-from streamproxy.proxy.conversation import Settlement
+from streamproxy.proxy.conversation import Message, Settlement
 from streamproxy.proxy.frames import ChatFrames, ClientFrames
 from streamproxy.proxy.state import StateStore
 from streamproxy.proxy.tools import TOOL_TRACE_CONTEXT, ToolOutcome
@@ -174,8 +174,13 @@ class TurnRunner:
             UpstreamError: the upstream refused or failed before any byte (send its status).
             StateUnavailableError: the store is down and the request needs it.
         """
+        kept: list[tuple[str, list[Message]]] = []
         for settlement in self.settlements:
             await self._settle(settlement)
+            if settlement.keeps is not None and settlement.keeps not in kept:
+                kept.append(settlement.keeps)
+        for key, messages in kept:  # the settled round, now with its results
+            await self.store.put(self.turn.client, key, messages, self.state_ttl)
         self._response = await self._open()
 
     async def stream(self) -> AsyncGenerator[bytes, None]:

@@ -480,3 +480,30 @@ async def test_the_audit_log_follows_an_approval(
     assert outcomes == ["awaiting_approval", "approved", "ok"]
     assert all("tool=write_note" in line and "request_id=req_" in line for line in lines)
     assert len({line.split("request_id=")[1].split()[0] for line in lines}) == 2  # two requests
+
+
+async def test_after_a_chat_approval_the_next_turn_s_history_answers_every_call() -> None:
+    upstream = ScriptedUpstream(
+        [tool_round(WRITE_ROUND), content_round("Saved."), content_round("You are welcome.")]
+    )
+    async with proxy_client(upstream, tools=TOOLS) as client:
+        question = await _ask_in_chat(client)
+        history = [
+            *USER,
+            {"role": "assistant", "content": question},
+            {"role": "user", "content": "yes"},
+        ]
+        answer = await post_stream(client, {"model": MODEL, "messages": history})
+        later = [
+            *history,
+            {"role": "assistant", "content": answer.content},
+            {"role": "user", "content": "Thanks!"},
+        ]
+        await post_stream(client, {"model": MODEL, "messages": later})
+    sent = upstream.bodies[2]["messages"]
+    calls = [c["id"] for m in sent if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+    results = [m["tool_call_id"] for m in sent if m["role"] == "tool"]
+    assert calls == ["call_w"] and results == ["call_w"]  # the call, and its result
+    assert sent[2] == {"role": "tool", "tool_call_id": "call_w", "content": "saved t"}
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "user", "assistant", "user"]
+    assert len(runs) == 1
