@@ -127,6 +127,8 @@ class _NoObserver:
 
 
 NO_OBSERVER: TurnObserver = _NoObserver()
+_SHIELDED: set[asyncio.Future[tuple[str, str]]] = set()
+"""Approved runs that outlive a client that left: kept here until they recorded their outcome."""
 # Audit outcomes of an approval itself (the others are the approved call's run).
 _APPROVAL_OUTCOMES = frozenset(
     {"approved", "declined", "mismatch", "expired", "forged", "invalid", "already_ran", "running"}
@@ -415,6 +417,8 @@ class TurnRunner:
 
         # shielded: once claimed, the run and its record finish even if the client leaves
         task = asyncio.ensure_future(run_once(self.store, self.turn.client, settlement.signed, run))
+        _SHIELDED.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(_SHIELDED.discard)
         status, content = await asyncio.shield(task)
         message["content"] = content
         if status in ("already_ran", "running"):
