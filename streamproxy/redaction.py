@@ -58,6 +58,7 @@ __all__ = [
     "StreamRedactor",
     "TextStreamRedactor",
     "install_log_redaction",
+    "uninstall_log_redaction",
 ]
 
 REDACTED: Final = "<redacted>"
@@ -437,3 +438,12 @@ def install_log_redaction(redactor: Redactor, names: Iterable[str] = LOGGERS) ->
             if redacting not in handler.filters:
                 handler.addFilter(redacting)
     return redacting
+
+
+def uninstall_log_redaction(redacting: RedactingFilter, names: Iterable[str] = LOGGERS) -> None:
+    """Take away what :func:`install_log_redaction` added (an app that stops serving)."""
+    loggers = [logging.getLogger(name) for name in names] + [logging.getLogger()]
+    for logger in loggers:
+        logger.removeFilter(redacting)
+        for handler in logger.handlers:
+            handler.removeFilter(redacting)

@@ -77,7 +77,7 @@ from streamproxy.proxy.telemetry import RequestTelemetry, Telemetry
 from streamproxy.proxy.tools import ToolSet, load_tools
 from streamproxy.proxy.turn import Turn
 from streamproxy.proxy.upstream import RetryPolicy, Upstream
-from streamproxy.redaction import Redactor, install_log_redaction
+from streamproxy.redaction import Redactor, install_log_redaction, uninstall_log_redaction
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -252,8 +252,8 @@ class _Proxy:
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        if self.redactor:  # uvicorn has configured its loggers by now
-            install_log_redaction(self.redactor)
+        # uvicorn has configured its loggers by now
+        redacting = install_log_redaction(self.redactor) if self.redactor else None
         started: list[Service] = []
         try:
             for service in self.services:
@@ -265,6 +265,8 @@ class _Proxy:
                 await service.stop()
             await self.upstream.aclose()
             await self.store.aclose()
+            if redacting is not None:
+                uninstall_log_redaction(redacting)
 
     async def signer(self) -> ApprovalSigner:
         """The approval signer, under the configured secret or the store's shared one."""
