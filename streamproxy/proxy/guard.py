@@ -22,7 +22,8 @@ head is parsed; its ``more_body`` turns false once the body is complete) and
   one beyond it first evicts the connection that has waited longest for a request head (idle
   keep-alive or dribbling: they cost nothing to close, and nginx does the same when short of
   connections); when every connection is busy with a request, the new one is answered ``503``
-  with an OpenAI-shaped body and ``Retry-After: 1``, then closed.
+  with an OpenAI-shaped body and ``Retry-After: 1``, then closed. The connections being refused
+  are bounded too: beyond ``max_connections`` of them, a new one is closed at once.
 
 The settings travel in a ``functools.partial``, so ``--workers`` (uvicorn spawns processes and
 pickles the config) gives each worker its own guard with the same limits.
@@ -101,8 +102,8 @@ class _Connections:
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
         self.open: set[GuardedProtocol] = set()
-        self.waiting: OrderedDict[GuardedProtocol, None] = OrderedDict()
-        """Connections waiting for a request head, the longest-waiting first."""
+        self.waiting: OrderedDict[GuardedProtocol, float] = OrderedDict()
+        """Connections waiting for a request head (since when), the longest-waiting first."""
         self.refusing: set[GuardedProtocol] = set()
         """Connections beyond the cap, being answered 503 (not counted in ``open``)."""
         self.rejected = 0
@@ -114,6 +115,8 @@ class _Connections:
             return True
         if not self.waiting:
             return False
+        # the longest-waiting, however young: a grace period for new connections was measured
+        # to let a reconnecting attack hold every slot (benchmarks/bench_slowloris.py)
         oldest, _ = self.waiting.popitem(last=False)
         oldest.evict()
         return True
@@ -295,7 +298,8 @@ class GuardedProtocol(asyncio.Protocol):
         self._phase = _HEAD
         self._received = 0
         if not self._is_refused:  # a refused connection makes no room for another
-            self._connections.waiting[self] = None
+            self._connections.waiting[self] = self._loop.time()
+            self._connections.waiting.move_to_end(self)
         self._timer = self._loop.call_later(self._limits.header_timeout, self._head_expired)
 
     def _head_received(self, cycle: Any) -> None:
