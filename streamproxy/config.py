@@ -37,6 +37,16 @@ DEFAULT_MAX_TOOL_RESULT_SIZE = 256 * 1024
 DEFAULT_MAX_ROUNDS = 8
 
 
+# A client sends its request head in one write; 10 s covers a slow link's retransmissions and
+# closes a connection that dribbles its head (slowloris) long before it matters. The body gets
+# 60 s: a 16 MiB request at 2 Mbit/s.
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 60.0
+# Open client connections per process. Each idle one costs a few KiB; at the cap the one that
+# has waited longest for a request head is closed first, so slow clients cannot lock others out.
+DEFAULT_MAX_CONNECTIONS = 2048
+
+
 # Load balancers close connections idle for 60 s (ALB, nginx); 15 s is the interval Anthropic's
 # endpoint uses for its own pings.
 DEFAULT_KEEPALIVE_INTERVAL = 15.0
@@ -63,11 +73,19 @@ class Config:
     max_tool_result_size: int = DEFAULT_MAX_TOOL_RESULT_SIZE
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     upstream_timeout: float = 600.0
+    """The longest the upstream may stay silent: before its 2xx head (every attempt and backoff
+    together), and mid-stream between events (keep-alive comments are silence)."""
     upstream_connect_timeout: float = 10.0
     retries: int = 2
     retry_base_delay: float = 0.5
     """The first retry's backoff in seconds (doubling, with jitter), when no Retry-After."""
     max_retry_wait: float = 30.0
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    """A client's request head must arrive within this many seconds (``408`` otherwise)."""
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    """A client's request body must arrive within this many seconds of its head."""
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    """Open client connections per process; beyond them, ``503`` (``streamproxy.proxy.guard``)."""
     strict_tools: StrictMode = "auto"
     approval_secret: bytes | None = field(default=None, repr=False)
     """Signs write-tool calls; shared by all workers. None: a random one per process."""
@@ -102,6 +120,10 @@ class Config:
             raise ValueError("keepalive_interval must be positive")
         if self.upstream_timeout <= 0:
             raise ValueError("upstream_timeout must be positive")
+        if self.header_timeout <= 0 or self.body_timeout <= 0:
+            raise ValueError("header_timeout and body_timeout must be positive")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         if self.retries < 0 or self.retry_base_delay < 0 or self.max_retry_wait < 0:
             raise ValueError("retries, retry_base_delay and max_retry_wait must be >= 0")
 

@@ -15,6 +15,7 @@ prints ``streamproxy serve: listening on http://HOST:PORT`` (the real port when 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
@@ -129,6 +130,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         f"(default {DEFAULTS.upstream_timeout:g})",
     )
     add(
+        "--header-timeout",
+        type=float,
+        default=DEFAULTS.header_timeout,
+        metavar="SECONDS",
+        help="a client's request head must arrive within this time, or 408 "
+        f"(default {DEFAULTS.header_timeout:g})",
+    )
+    add(
+        "--body-timeout",
+        type=float,
+        default=DEFAULTS.body_timeout,
+        metavar="SECONDS",
+        help="a client's request body must arrive within this time of its head, or 408 "
+        f"(default {DEFAULTS.body_timeout:g})",
+    )
+    add(
+        "--max-connections",
+        type=int,
+        default=DEFAULTS.max_connections,
+        metavar="N",
+        help="open client connections per process; beyond them, 503 "
+        f"(default {DEFAULTS.max_connections})",
+    )
+    add(
         "--retries",
         type=int,
         default=DEFAULTS.retries,
@@ -196,6 +221,9 @@ def config_from_arguments(args: argparse.Namespace) -> Config:
         max_tool_result_size=args.max_tool_result_size,
         keepalive_interval=args.keepalive,
         upstream_timeout=args.upstream_timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=args.max_connections,
         retries=args.retries,
         retry_base_delay=args.retry_delay,
         max_retry_wait=args.max_retry_wait,
@@ -223,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
                 args.api_key_env,
                 args.api_key_env,
             )
+        _warn_if_open_to_all(config, args.client_keys_env)
         app = build_app(config)
     except ValueError as error:
         print(f"streamproxy serve: {error}", file=sys.stderr)
@@ -280,9 +309,10 @@ def serve(config: Config, app: Any, *, api_key_env: str, client_keys_env: str | 
     host = f"[{config.host}]" if family == socket.AF_INET6 else config.host
     print(f"streamproxy serve: listening on http://{host}:{port}", flush=True)
     log_level = config.log_level
+    guarded = _guarded_http(config, "auto")
     if config.workers == 1:
         server = uvicorn.Server(
-            uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
+            uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", http=guarded)
         )
         server.run(sockets=[sock])
         return 0
@@ -294,6 +324,7 @@ def serve(config: Config, app: Any, *, api_key_env: str, client_keys_env: str | 
         workers=config.workers,
         log_level=log_level,
         access_log=False,
+        http=guarded,
     )
     from uvicorn.supervisors import Multiprocess
 
@@ -307,6 +338,43 @@ def serve(config: Config, app: Any, *, api_key_env: str, client_keys_env: str | 
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _guarded_http(config: Config, http: str) -> Any:
+    """uvicorn's ``http`` protocol behind the connection guard (head/body deadlines, the cap)."""
+    from streamproxy.proxy.guard import ConnectionLimits, ensure_file_limit, guarded_http
+
+    warning = ensure_file_limit(config.max_connections)
+    if warning is not None:
+        logger.warning("%s", warning)
+    limits = ConnectionLimits(
+        header_timeout=config.header_timeout,
+        body_timeout=config.body_timeout,
+        max_connections=config.max_connections,
+    )
+    return guarded_http(http, limits)
+
+
+def _warn_if_open_to_all(config: Config, client_keys_env: str | None) -> None:
+    """One loud line when a non-loopback address is served without client keys."""
+    if config.client_keys or is_loopback(config.host):
+        return
+    logger.warning(
+        "serving on %s without client keys: anyone who can reach this address can use the "
+        "proxy (and its upstream key); set client keys with --client-keys-env VAR, VAR holding "
+        "comma-separated keys that clients send as 'Authorization: Bearer KEY'",
+        config.host,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``127.0.0.0/8``, ``::1``, ``localhost``)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def app_from_environment() -> Any:

@@ -48,7 +48,7 @@ from streamproxy.proxy.turn import (
     ToolProgress,
     Turn,
 )
-from streamproxy.proxy.upstream import Upstream, UpstreamResponse
+from streamproxy.proxy.upstream import IdleBoundedReads, Upstream, UpstreamResponse
 from streamproxy.redaction import Redactor
 
 __all__ = ["NO_OBSERVER", "TurnObserver", "TurnRunner"]
@@ -245,7 +245,9 @@ class TurnRunner:
             stream = turn.begin_round()
             is_first = True
             try:
-                async for data in self._response.aiter_bytes():
+                # keep-alive comments complete no event: silence, bounded like no bytes at all
+                reader = IdleBoundedReads(self._response, self.upstream.timeout)
+                async for data in reader:
                     if is_first:
                         self.observer.round_first_chunk()
                         is_first = False
@@ -254,6 +256,8 @@ class TurnRunner:
                     except ProtocolError as error:
                         turn.fail_round(error)
                         events = stream.receive_eof()
+                    if events:
+                        reader.progressed()
                     frames = self._act(*turn.handle(events))
                     if frames and streaming:
                         self.observer.output_frames()

@@ -1,8 +1,12 @@
 """The upstream adapter: POST ``URL/chat/completions`` with httpx and hand back the raw bytes.
 
 ``Upstream.open_chat`` returns only once the upstream answered 2xx; before that it retries
-429, 500 and 503 answers and connection failures with exponential backoff, honouring
-``Retry-After`` up to a ceiling. Every failure becomes an ``UpstreamError`` carrying the
+429, 500 and 503 answers and connection failures (refused, reset, a connect timeout: the request
+never reached the model) with exponential backoff, honouring ``Retry-After`` up to a ceiling. A
+read timeout while waiting for the response head is not retried: the upstream may be computing
+the answer, and a second request would pay for it twice. The whole wait (every attempt and every
+backoff) is bounded by ``timeout``: a retry that could not start before it is not made, and the
+last error goes to the caller. Every failure becomes an ``UpstreamError`` carrying the
 upstream's status and error body (with the API key scrubbed out); a 2xx answer whose body is
 JSON (an error some gateways send under 200) is one too, with status 502. Once bytes flow,
 nothing is retried: ``UpstreamResponse.aiter_bytes`` maps transport failures to
@@ -28,7 +32,14 @@ import orjson
 from streamproxy.errors import UpstreamError
 from streamproxy.redaction import Redactor
 
-__all__ = ["RetryPolicy", "Upstream", "UpstreamHooks", "UpstreamResponse", "is_deepseek_url"]
+__all__ = [
+    "IdleBoundedReads",
+    "RetryPolicy",
+    "Upstream",
+    "UpstreamHooks",
+    "UpstreamResponse",
+    "is_deepseek_url",
+]
 
 # Statuses worth a second try: rate limited, and the two "try again" server errors.
 RETRY_STATUSES = frozenset({429, 500, 503})
@@ -118,6 +129,44 @@ class UpstreamResponse:
         await self.aclose()
 
 
+class IdleBoundedReads:
+    """An upstream body's reads, ended by an ``UpstreamError`` once ``idle`` seconds pass
+    without ``progressed()`` (an event completed), even while bytes (comments) keep coming.
+
+    Reads after progress go straight through (no timer on the hot path); only after a read that
+    completed no event does the next one wait under the time left.
+    """
+
+    def __init__(self, response: UpstreamResponse, idle: float) -> None:
+        self._reads = response.aiter_bytes().__aiter__()
+        self._idle = idle
+        self._loop = asyncio.get_running_loop()
+        self._last_progress = self._loop.time()
+        self._is_quiet = False  # the last read completed no event
+
+    def progressed(self) -> None:
+        self._last_progress = self._loop.time()
+        self._is_quiet = False
+
+    def __aiter__(self) -> IdleBoundedReads:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self._is_quiet:
+            self._is_quiet = True  # until the caller says the read completed an event
+            return await self._reads.__anext__()
+        deadline = self._last_progress + self._idle
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._reads.__anext__()
+        except TimeoutError:
+            raise UpstreamError(
+                f"the upstream stopped sending (idle timeout: no event for {self._idle:g} s, "
+                "only keep-alive comments)",
+                status=504,
+            ) from None
+
+
 class Upstream:
     """One upstream base URL with its key, connection pool and retry policy."""
 
@@ -135,6 +184,9 @@ class Upstream:
         self.is_deepseek = is_deepseek_url(self.base_url)
         self._api_key = api_key
         self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        """The longest the upstream may stay silent: before the 2xx head (all attempts and
+        backoffs together), and mid-stream between events (keep-alive comments are silence)."""
         self.open_responses = 0
         """Responses ``open_chat`` returned that were not closed yet (for diagnostics)."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -182,6 +234,8 @@ class Upstream:
         content = orjson.dumps(body)
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         url = self.chat_url(is_strict=is_strict)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
         attempt = 0
         while True:
             attempt += 1
@@ -192,33 +246,45 @@ class Upstream:
             error: UpstreamError
             retry_after: float | None = None
             try:
-                response = await self._client.send(request, stream=True)
+                async with asyncio.timeout_at(deadline):
+                    response = await self._client.send(request, stream=True)
+                    if response.is_success and _is_json(response.headers):
+                        # an error body under a success status (some gateways do this): never a
+                        # stream, so the client gets the upstream's message, not "ended early"
+                        raise await self._status_error(response, status=502)
+                    if not response.is_success:
+                        error = await self._status_error(response)
+            except TimeoutError:
+                raise self._no_answer(attempt) from None
+            except httpx2.ConnectTimeout:
+                error = UpstreamError("cannot reach the upstream: connect timeout", status=504)
             except httpx2.TimeoutException:
-                error = UpstreamError("the upstream did not answer in time", status=504)
+                raise self._no_answer(attempt) from None  # the request was sent: never twice
             except httpx2.TransportError as failure:
                 message = _scrub(f"cannot reach the upstream: {failure!r}", self._api_key)
                 error = UpstreamError(message, status=502)
             else:
-                if response.is_success and _is_json(response.headers):
-                    # an error body under a success status (some gateways do this): never a
-                    # stream, so the client gets the upstream's message, not "ended early"
-                    raise await self._status_error(response, status=502)
                 if response.is_success:
                     self.open_responses += 1
                     on_close = self._response_closed
                     if hooks is not None:
                         on_close = _both(hooks.response_closed, on_close)
                     return UpstreamResponse(response, secret=self._api_key, on_close=on_close)
-                error = await self._status_error(response)
                 retry_after = _retry_after(response.headers)
                 if response.status_code not in RETRY_STATUSES:
                     raise error
             delay = self.retry.delay(attempt, retry_after)
-            if delay is None:
+            if delay is None or loop.time() + delay >= deadline:
                 raise error
             if hooks is not None:
                 hooks.retrying(attempt, error)
             await asyncio.sleep(delay)
+
+    def _no_answer(self, attempts: int) -> UpstreamError:
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        return UpstreamError(
+            f"the upstream did not answer in time ({self.timeout:g} s, {tries})", status=504
+        )
 
     async def list_models(self) -> dict[str, object]:
         """``GET URL/models`` as JSON.
@@ -298,6 +364,7 @@ class _HookedUpstream(Upstream):
         self.base_url = shared.base_url
         self.is_deepseek = shared.is_deepseek
         self.retry = shared.retry
+        self.timeout = shared.timeout
         self._shared = shared
         self._hooks = hooks
         self._api_key = shared._api_key
