@@ -1,0 +1,21 @@
+"""The server tools of the API fuzz's ``streamproxy serve`` (``--tools fuzz.api_tools:TOOLS``).
+
+The offline demo's ``get_weather`` (read-only: the demo's weather loop runs it) and a write tool
+without arguments, so that the demo's "client call" recording (arguments ``{}``) becomes a
+write call that needs approval: every non-weather request then exercises the approval paths
+(a chat question, or a signed ``spw2.`` call in client mode).
+"""
+
+from __future__ import annotations
+
+from streamproxy.demo import get_weather
+from streamproxy.proxy.tools import tool
+
+
+@tool(timeout=5)
+def archive_notes() -> str:
+    """Archive the user's notes (a write: needs approval; does nothing in the fuzz)."""
+    return "archived 0 notes"
+
+
+TOOLS = [get_weather, archive_notes]
