@@ -13,7 +13,9 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 CLIENT_KEY = "fuzz-client-key-0123456789"
-"""The one client key the fuzz's server accepts."""
+"""The client key of the fuzz's cases."""
+OTHER_CLIENT_KEY = "fuzz-other-client-key-9876"
+"""A second key the server accepts: another client, whose approvals are not this one's."""
 MAX_REQUEST_SIZE = 1024 * 1024
 """The server's ``--max-request-size`` in the fuzz."""
 PAD = b"\x00PAD\x00"
@@ -96,9 +98,14 @@ MISSING = object()
 
 
 def field_value(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """A field's value: mostly valid, else missing or any JSON value."""
-    return st.one_of(
-        valid, valid, valid, st.just(MISSING), json_values, st.sampled_from([None, [], {}, "", 0])
+    """A field's value: valid 8 times in 11, else missing, any JSON value, or an empty one."""
+    broken = {
+        "missing": st.just(MISSING),
+        "any": json_values,
+        "empty": st.sampled_from([None, [], {}, "", 0, False]),
+    }
+    return st.sampled_from(["valid"] * 8 + sorted(broken)).flatmap(
+        lambda kind: valid if kind == "valid" else broken[kind]
     )
 
 

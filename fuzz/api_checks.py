@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from fuzz.api_cases import CLIENT_KEY, RESPONSES_PATHS, Case, encode
+from fuzz.api_cases import CLIENT_KEY, OTHER_CLIENT_KEY, RESPONSES_PATHS, Case, encode
 
 DOCUMENTED_STATUSES = frozenset({200, 400, 401, 404, 405, 413, 429, 502, 503, 504})
 """Every status the proxy may answer (``fuzz_api.py``'s docstring); never 500 or 499."""
@@ -307,22 +308,78 @@ def answered(case: Case, first: Answer) -> list[bytes] | None:
     return [encode(body)] * (2 if how == "twice" else 1)
 
 
-async def run_case(case: Case, address: tuple[str, int]) -> list[int]:
-    """Send the case (and its follow-ups) and check each answer; the statuses seen."""
+# What the audit log must say of ``archive_notes`` in the first follow-up of each kind (None:
+# nothing required), and whether the call may run (``outcome=ok``) in it. A repeat of a client
+# approval (``client:twice``) must never run it again. A repeated chat "yes" may: chat-mode
+# pending calls are kept under the question's text (per client key), and every case asks the
+# same question (``archive_notes`` with ``{}``), so a "yes" can approve the call another case
+# left pending (which then runs once, as it should) and find its own already run by another.
+# ``must`` alternatives are separated by ``|``.
+APPROVAL_OUTCOMES: dict[str, tuple[str | None, bool]] = {
+    "chat:yes": ("ok|already_ran", True),
+    "chat:twice": ("ok|already_ran", True),
+    "chat:no": ("declined", False),
+    "chat:text": ("declined", False),
+    "client:approve": ("ok", True),
+    "client:twice": ("ok", True),
+    "client:decline": ("declined", False),
+    "client:garbage": ("declined", False),
+    "client:changed-arguments": ("mismatch", False),
+    "client:changed-id": ("forged", False),
+    "client:other-key": ("forged", False),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What the server's audit log must show for one follow-up request."""
+
+    case: Case
+    request_id: str
+    must: str | None
+    may_run: bool
+
+
+async def run_case(case: Case, address: tuple[str, int]) -> tuple[list[int], list[Expectation]]:
+    """Send the case (and its follow-ups) and check each answer; the statuses seen and what
+    the audit log must show (``check_audit``, once the log is complete)."""
     first = await send(case, address)
     check_answer(case, first)
     statuses = [first.status]
+    expectations: list[Expectation] = []
     if case.follow_up is None:
-        return statuses
-    for body in answered(case, first) or []:
+        return statuses, expectations
+    for position, body in enumerate(answered(case, first) or []):
         headers = case.headers
         if case.follow_up == "client:other-key":
             headers = (
-                ("Authorization", "Bearer other-fuzz-key"),
+                ("Authorization", f"Bearer {OTHER_CLIENT_KEY}"),
                 ("Content-Type", "application/json"),
             )
         second = replace(case, headers=headers, body=body)
         answer = await send(second, address)
         check_answer(second, answer)
         statuses.append(answer.status)
-    return statuses
+        must, may_run = APPROVAL_OUTCOMES[case.follow_up]
+        request_id = answer.headers.get("x-request-id", "")
+        if position == 0:
+            expectations.append(Expectation(second, request_id, must, may_run))
+        else:
+            may_repeat = case.follow_up.startswith("chat:")
+            expectations.append(Expectation(second, request_id, None, may_repeat))
+    return statuses, expectations
+
+
+def check_audit(expectation: Expectation, log: str) -> None:
+    """The audit lines of ``archive_notes`` in that request say what the approval allows."""
+    outcomes = re.findall(
+        rf"request_id={re.escape(expectation.request_id)} tool=archive_notes .*? outcome=(\w+)",
+        log,
+    )
+    if expectation.must is not None and not set(expectation.must.split("|")) & set(outcomes):
+        raise Finding(
+            "approval-outcome",
+            f"{expectation.case.follow_up}: no outcome={expectation.must} in {outcomes}",
+        )
+    if not expectation.may_run and "ok" in outcomes:
+        raise Finding("approval-ran", f"{expectation.case.follow_up}: the call ran: {outcomes}")

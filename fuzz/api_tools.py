@@ -12,9 +12,9 @@ from streamproxy.demo import get_weather
 from streamproxy.proxy.tools import tool
 
 
-@tool(timeout=5)
+@tool(needs_approval=True, timeout=5)
 def archive_notes() -> str:
-    """Archive the user's notes (a write: needs approval; does nothing in the fuzz)."""
+    """Archive the user's notes (needs approval; does nothing in the fuzz)."""
     return "archived 0 notes"
 
 

@@ -90,12 +90,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from fuzz.api_cases import CLIENT_KEY, MAX_REQUEST_SIZE, Case, generate
-from fuzz.api_checks import Finding, run_case, send
+from fuzz.api_cases import CLIENT_KEY, MAX_REQUEST_SIZE, OTHER_CLIENT_KEY, Case, generate
+from fuzz.api_checks import Expectation, Finding, check_audit, run_case, send
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS_ENV = "STREAMPROXY_FUZZ_CLIENT_KEYS"
 MIB = 1024 * 1024
+
+# What the fuzz found and the lead has yet to fix: each is a strict xfail in
+# tests/proxy/test_fuzz_findings.py. Take an entry out when its test passes.
+KNOWN_TRACEBACKS = (
+    r"^ValueError: Exceeds the limit \(4300 digits\).* at approval\.py:\d+ \(parse\)",
+    r"^ValueError: invalid literal for int\(\).* at approval\.py:\d+ \(parse\)",
+    r"^TypeError: comparing strings with non-ASCII .* at approval\.py:\d+ \(verify\)",
+    r"^TypeError: Recursion limit reached at app\.py:\d+ \(responses\)",
+    r"^TypeError: Recursion limit reached at __init__\.py:\d+ \(encode_value\)",
+    r"^starlette\.requests\.ClientDisconnect at app\.py:\d+ \(_read_body\)",
+)
+"""Server tracebacks (``server_errors`` signatures) of known findings."""
+KNOWN_FINDINGS = (r"^status-307 route /[^ ]*/$",)
+"""Finding signatures (other than 500s, counted against ``KNOWN_TRACEBACKS``) already known."""
 
 
 # ------------------------------------------------------------------------------ server
@@ -146,7 +160,7 @@ def serving(directory: Path) -> Iterator[tuple[tuple[str, int], subprocess.Popen
         for key, value in os.environ.items()
         if key not in ("DEEPSEEK_API_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT")
     }
-    env.update({KEYS_ENV: CLIENT_KEY, "PYTHONPATH": str(REPO)})
+    env.update({KEYS_ENV: f"{CLIENT_KEY},{OTHER_CLIENT_KEY}", "PYTHONPATH": str(REPO)})
     arguments = [
         "serve",
         "--port",
@@ -223,6 +237,36 @@ class RunResult:
     rss_end: int
     slowest: float
     server_errors: Counter[str] = field(default_factory=Counter)
+    family_statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
+
+    def unexplained(self) -> list[str]:
+        """What the run found beyond the known findings (``KNOWN_TRACEBACKS``,
+        ``KNOWN_FINDINGS``; reproduced in ``tests/proxy/test_fuzz_findings.py``): new finding
+        signatures, new server tracebacks, and more 500s than known tracebacks explain."""
+        problems = [
+            signature
+            for signature in self.findings.by_signature
+            if not signature.startswith("status-500 ")
+            and not any(re.search(known, signature) for known in KNOWN_FINDINGS)
+        ]
+        known_tracebacks = 0
+        for signature, count in self.server_errors.items():
+            if any(re.search(known, signature) for known in KNOWN_TRACEBACKS):
+                known_tracebacks += count
+            else:
+                problems.append(f"server traceback: {signature}")
+        explained = known_tracebacks - self.server_errors_without_a_response()
+        if self.statuses[500] > explained:
+            problems.append(f"{self.statuses[500]} answers 500, {explained} known causes")
+        return problems
+
+    def server_errors_without_a_response(self) -> int:
+        """Known tracebacks whose client was already gone (they answer nobody)."""
+        return sum(
+            count
+            for signature, count in self.server_errors.items()
+            if signature.startswith("starlette.requests.ClientDisconnect")
+        )
 
 
 async def fuzz_cases(
@@ -233,9 +277,10 @@ async def fuzz_cases(
     guard: float,
     concurrency: int,
     findings: Findings,
+    expectations: list[Expectation],
     on_progress: Callable[[int], None] | None = None,
-) -> tuple[Counter[int], float]:
-    statuses: Counter[int] = Counter()
+) -> tuple[Counter[tuple[str, int]], float]:
+    statuses: Counter[tuple[str, int]] = Counter()
     slowest = 0.0
     semaphore = asyncio.Semaphore(concurrency)
     done = 0
@@ -247,8 +292,9 @@ async def fuzz_cases(
                 return
             started = time.perf_counter()
             try:
-                for status in await asyncio.wait_for(run_case(case, address), guard):
-                    statuses[status] += 1
+                seen, expected = await asyncio.wait_for(run_case(case, address), guard)
+                statuses.update((case.family, status) for status in seen)
+                expectations.extend(expected)
             except Finding as finding:
                 findings.add(case, finding.check, finding.detail)
             except TimeoutError:
@@ -284,6 +330,7 @@ def run(
             file=sys.stderr,
         )
     findings = Findings(directory=findings_directory)
+    expectations: list[Expectation] = []
     warmup = min(200, len(all_cases) // 10)
     with tempfile.TemporaryDirectory(prefix="streamproxy-api-fuzz-") as directory:
         with serving(Path(directory)) as (address, process, server):
@@ -298,6 +345,7 @@ def run(
                         guard=guard,
                         concurrency=concurrency,
                         findings=findings,
+                        expectations=expectations,
                     )
                 )
                 rss_after_warmup = memory.rss()
@@ -317,6 +365,7 @@ def run(
                         guard=guard,
                         concurrency=concurrency,
                         findings=findings,
+                        expectations=expectations,
                         on_progress=progress,
                     )
                 )
@@ -329,11 +378,18 @@ def run(
                     )
             rss_end = memory.rss()
             samples = [sample for sample in memory.samples if sample] or [rss_end]
-        errors = server_errors(server.log())
+        log = server.log()
+        errors = server_errors(log)
+        for expectation in expectations:
+            try:
+                check_audit(expectation, log)
+            except Finding as finding:
+                findings.add(expectation.case, finding.check, finding.detail)
     return RunResult(
         cases=len(all_cases),
         seconds=time.perf_counter() - started,
-        statuses=statuses,
+        statuses=Counter(status for (_, status) in statuses.elements()),
+        family_statuses=statuses,
         families=Counter(case.family for case in all_cases),
         findings=findings,
         rss_start=rss_start,
@@ -353,7 +409,7 @@ def reproduce(path: Path, guard: float) -> int:
         serving(Path(directory)) as (address, _, server),
     ):
         try:
-            statuses = asyncio.run(asyncio.wait_for(run_case(case, address), guard))
+            statuses, expectations = asyncio.run(asyncio.wait_for(run_case(case, address), guard))
         except Finding as finding:
             print(f"FINDING {finding.check}: {finding.detail}")
             print(server.log()[-3000:])
@@ -361,6 +417,15 @@ def reproduce(path: Path, guard: float) -> int:
         except TimeoutError:
             print(f"FINDING hang: no complete answer within {guard:g} s")
             return 1
+        log = server.log()
+    try:
+        for expectation in expectations:
+            check_audit(expectation, log)
+    except Finding as finding:
+        print(f"FINDING {finding.check}: {finding.detail}")
+        return 1
+    for signature, count in server_errors(log).items():
+        print(f"server traceback ({count}x): {signature}")
     print(f"passes: statuses {statuses}")
     return 0
 
@@ -409,6 +474,9 @@ def main() -> int:
         "cases per family: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.families.items()))
     )
     print("statuses: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.statuses.items())))
+    for family in sorted(result.families):
+        seen = sorted((s, n) for (f, s), n in result.family_statuses.items() if f == family)
+        print(f"  {family}: " + ", ".join(f"{status} {count:,}" for status, count in seen))
     print(
         f"server RSS: {result.rss_start / MIB:.1f} MiB at start, "
         f"{result.rss_after_warmup / MIB:.1f} after warm-up, {result.rss_max / MIB:.1f} max, "
@@ -421,13 +489,12 @@ def main() -> int:
         print("RSS bound exceeded")
     for signature, count in result.server_errors.items():
         print(f"server traceback ({count}x): {signature}")
-    if not result.findings.by_signature:
-        print("findings: none")
-        return 1 if failed else 0
-    print(f"findings: {len(result.findings.by_signature)}")
+    print(f"findings: {len(result.findings.by_signature) or 'none'}")
     for signature, (count, case, detail) in result.findings.by_signature.items():
         print(f"- {signature} ({count} cases): {detail[:200]}\n    {case.describe()[:400]}")
-    return 1
+    unexplained = result.unexplained()
+    print(f"new (not in KNOWN_TRACEBACKS, KNOWN_FINDINGS): {unexplained or 'none'}")
+    return 1 if failed or unexplained else 0
 
 
 if __name__ == "__main__":
