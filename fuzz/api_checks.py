@@ -313,11 +313,12 @@ def answered(case: Case, first: Answer) -> list[bytes] | None:
 # approval (``client:twice``) must never run it again. A repeated chat "yes" may: chat-mode
 # pending calls are kept under the question's text (per client key), and every case asks the
 # same question (``archive_notes`` with ``{}``), so a "yes" can approve the call another case
-# left pending (which then runs once, as it should) and find its own already run by another.
+# left pending (which then runs once, as it should) and find its own already run (or running)
+# by another.
 # ``must`` alternatives are separated by ``|``.
 APPROVAL_OUTCOMES: dict[str, tuple[str | None, bool]] = {
-    "chat:yes": ("ok|already_ran", True),
-    "chat:twice": ("ok|already_ran", True),
+    "chat:yes": ("ok|already_ran|running", True),
+    "chat:twice": ("ok|already_ran|running", True),
     "chat:no": ("declined", False),
     "chat:text": ("declined", False),
     "client:approve": ("ok", True),

@@ -1,9 +1,10 @@
 """The server tools of the API fuzz's ``streamproxy serve`` (``--tools fuzz.api_tools:TOOLS``).
 
-The offline demo's ``get_weather`` (read-only: the demo's weather loop runs it) and a write tool
-without arguments, so that the demo's "client call" recording (arguments ``{}``) becomes a
-write call that needs approval: every non-weather request then exercises the approval paths
-(a chat question, or a signed ``spw2.`` call in client mode).
+The offline demo's ``get_weather`` (read-only: the demo's weather loop runs it) and a tool
+without arguments that needs approval, so that the demo's "client call" recording (arguments
+``{}``, the first tool of the request) becomes a call waiting for approval: every request that
+is not about the weather then goes through the approval paths (a chat question, or a signed
+``spw2.`` call in client mode).
 """
 
 from __future__ import annotations
