@@ -419,6 +419,10 @@ def deep(draw: st.DrawFn) -> bytes:
                 b'{"model":"m","input":"hi","text":{"format":%s}}',
                 b'{"model":"m","input":"hi","streamproxy":%s}',
                 b'{"model":"m","input":"hi","metadata":{"k":%s}}',
+                b'{"model":"m","input":"hi","stream":true,"metadata":{"k":%s}}',
+                b'{"model":"m","input":"hi","stream":true,"streamproxy":{"x":%s}}',
+                b'{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}],'
+                b'"tools":[{"type":"function","function":{"name":"f","parameters":%s}}]}',
                 b'{"model":"m","input":[{"role":"user","content":"hi","x":%s}]}',
                 b'{"model":"m","input":"hi","tools":[{"type":"function","name":"f",'
                 b'"parameters":%s}]}',

@@ -135,10 +135,20 @@ class Finding(Exception):
         super().__init__(f"{check}: {detail}")
         self.check = check
         self.detail = detail
+        self.status: int | None = None
+        """The status of the answer that broke the rule (set by ``check_answer``)."""
 
 
 def check_answer(case: Case, answer: Answer) -> None:
-    """Every rule of the module docstring for one response (raises ``Finding``)."""
+    """Every rule of ``fuzz_api.py``'s docstring for one response (raises ``Finding``)."""
+    try:
+        _check_answer(case, answer)
+    except Finding as finding:
+        finding.status = answer.status
+        raise
+
+
+def _check_answer(case: Case, answer: Answer) -> None:
     if case.breaks_http and (answer.status == 0 or answer.status in HTTP_SERVER_STATUSES):
         return  # uvicorn refused what is not HTTP (or closed); the app never saw it
     if answer.status == 0:

@@ -105,6 +105,7 @@ KNOWN_TRACEBACKS = (
     r"^TypeError: comparing strings with non-ASCII .* at approval\.py:\d+ \(verify\)",
     r"^TypeError: Recursion limit reached at app\.py:\d+ \(responses\)",
     r"^TypeError: Recursion limit reached at __init__\.py:\d+ \(encode_value\)",
+    r"^TypeError: Recursion limit reached at events\.py:\d+ \(_event\)",
     r"^starlette\.requests\.ClientDisconnect at app\.py:\d+ \(_read_body\)",
 )
 """Server tracebacks (``server_errors`` signatures) of known findings."""
@@ -297,6 +298,8 @@ async def fuzz_cases(
                 expectations.extend(expected)
             except Finding as finding:
                 findings.add(case, finding.check, finding.detail)
+                if finding.status is not None:
+                    statuses[case.family, finding.status] += 1
             except TimeoutError:
                 findings.add(case, "hang", f"no complete answer within {guard:g} s")
             except Exception as error:  # the harness's own failure: reported like a finding

@@ -118,6 +118,33 @@ async def test_responses_refuses_json_nested_past_the_limit_in_a_passed_field() 
 
 @pytest.mark.xfail(
     strict=True,
+    reason="500: a deep tool schema passes the Responses translation; encoding the "
+    "response.created event raises TypeError (responses/events.py, _event)",
+)
+async def test_responses_refuses_a_tool_schema_nested_past_the_limit() -> None:
+    upstream = ScriptedUpstream([content_round("hi")])
+    tool = {"type": "function", "name": "f", "parameters": {"a": _nested(300)}}
+    body = {"model": MODEL, "input": "hi", "stream": True, "tools": [tool]}
+    async with _client(upstream) as client:
+        response = await client.post("/v1/responses", json=body)
+    assert response.status_code == 400, response.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="200 with an empty body: deep metadata is echoed in response.created, whose "
+    "encoding raises mid-stream before any frame; no error event, no response.failed",
+)
+async def test_responses_refuses_metadata_nested_past_the_limit() -> None:
+    upstream = ScriptedUpstream([content_round("hi")])
+    body = {"model": MODEL, "input": "hi", "stream": True, "metadata": {"k": _nested(300)}}
+    async with _client(upstream) as client:
+        response = await client.post("/v1/responses", json=body)
+    assert response.status_code == 400, (response.status_code, response.text)
+
+
+@pytest.mark.xfail(
+    strict=True,
     reason="500 after the answer was made: a deep field of an input item is kept in the "
     "stored items, and the state store's encoder raises TypeError (app.py, _keep_response)",
 )
