@@ -52,7 +52,9 @@ class Case:
     def breaks_http(self) -> bool:
         """Whether the request breaks HTTP framing or uvicorn's header limits."""
         size = sum(len(name) + len(value) + 4 for name, value in self.headers)
-        return self.framing in ("longer", "shorter") or size > 8000 or len(self.headers) > 90
+        lies = any(name.lower() == "content-length" for name, _ in self.headers)
+        is_long = size > 8000 or len(self.headers) > 90
+        return lies or is_long or self.framing in ("longer", "shorter")
 
     def to_json(self) -> str:
         fields = asdict(self)
@@ -508,6 +510,10 @@ extra_headers = st.one_of(
             (("Expect", "100-continue"),),
             (("X-Request-Id", "fuzz"), ("traceparent", "00-bad-bad-01")),
             (("Content-Encoding", "gzip"),),
+            (("Content-Length", "abc"),),
+            (("Content-Length", "-1"),),
+            (("Content-Length", "99999999999999999999"),),
+            (("Content-Length", "0"), ("Content-Length", "5")),
         ]
     ),
     st.builds(lambda size: (("X-Huge", "h" * size),), st.integers(1000, 65536)),
