@@ -44,15 +44,17 @@ Cases (Hypothesis generates each one; the family is chosen by Hypothesis too):
 
 Checked for every response:
 
-- the status is a documented one: 200, 400, 401 (client keys are on), 404, 405, 413; 502 only
-  from the upstream (here: the demo's recorded in-band error before the first byte, or a
-  recorded tool loop past ``--max-rounds``); 429 and 503 only from the state store's limits
-  (``StateLimitError``, ``StateUnavailableError``); 504 from an upstream timeout. Never 500,
-  never 499 (the status of a client that left: no client sees it). These are the statuses of
-  ``streamproxy.errors`` (``status_hint``) and ``app.py`` (404, 405 for routes). A request
-  that breaks HTTP itself (a lying ``Content-Length``, oversized headers) may instead get
-  uvicorn's own plain-text 400 or a closed connection: that answer comes from the HTTP
-  server before the app sees anything;
+- the status is a documented one (``DOCUMENTED_STATUSES`` in ``api_checks.py``): 200; 400
+  (``RequestError``), 401 (``AuthenticationError``; client keys are on), 404 and 405 (unknown
+  routes and methods, ``app.py``), 413 (``RequestTooLargeError``); 502 for the upstream's
+  failures (``UpstreamError``, ``ProtocolError``, ``IncompleteStreamError``,
+  ``ToolRoundsExceededError``); an upstream's own 4xx/5xx status passed through (here the
+  demo's recorded in-band error, ``code: 503``, answers 503 before the first byte); 504 an
+  upstream timeout; 429 (``StateLimitError``) and 503 (``StateUnavailableError``) from the
+  state store. Never 500 (``InternalError`` or an unhandled exception), never 499 (what the
+  proxy records for a client that left: no client sees it). A request that breaks HTTP itself
+  (a lying ``Content-Length``, oversized headers) may instead get uvicorn's own plain-text 400
+  or a closed connection: that answer comes from the HTTP server before the app sees anything;
 - a JSON body parses; an error body is OpenAI-shaped (``{"error": {"message": str, "type":
   str, "code": ...}}``); a chat answer is a ``chat.completion``, a Responses answer a
   ``response``, ``/v1/models`` a ``list``, ``/healthz`` ``{"status": "ok"}``;
