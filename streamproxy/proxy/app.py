@@ -41,7 +41,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive
@@ -154,12 +154,14 @@ def create_app(
     if config.diagnostics:
         routes.append(Route(DIAGNOSTICS_PATH, proxy.diagnostics, methods=["GET"]))
         middleware.append(Middleware(RequestCounter, requests=proxy.requests))
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=proxy.lifespan,
         exception_handlers={HTTPException: _http_error},
     )
+    app.router.redirect_slashes = False  # a wrong path is a JSON 404, not an empty 307
+    return app
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
@@ -508,9 +510,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
         raise RequestTooLargeError(f"the request is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLargeError(f"the request is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLargeError(f"the request is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise _ClientDisconnected from None
     return b"".join(chunks)

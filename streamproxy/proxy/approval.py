@@ -164,7 +164,7 @@ class ApprovalSigner:
     def parse(call_id: str) -> SignedCall | None:
         """The parts of a signed id, or None when ``call_id`` is not one."""
         parts = call_id.split(".", 5)
-        if len(parts) != 6 or parts[0] != PREFIX or not parts[1].isdigit():
+        if len(parts) != 6 or parts[0] != PREFIX or not _is_expiry(parts[1]):
             return None
         _, expires, nonce, issued, mac, upstream_id = parts
         return SignedCall(upstream_id, int(expires), nonce, issued, mac)
@@ -177,7 +177,7 @@ class ApprovalSigner:
             return Verdict("forged", "the call was not issued by this proxy")
         expires = str(signed.expires)
         issued = self._mac(expires, signed.nonce, signed.upstream_id, client)
-        if not hmac.compare_digest(issued, signed.issued):
+        if not _same(issued, signed.issued):
             return Verdict("forged", "the call was not issued by this proxy to this client")
         canonical = canonical_arguments(arguments)
         if canonical is None:
@@ -185,7 +185,7 @@ class ApprovalSigner:
                 "invalid", "the arguments sent back are not one JSON object with unique keys"
             )
         expected = self._mac(expires, signed.nonce, signed.upstream_id, client, name, canonical)
-        if not hmac.compare_digest(expected, signed.mac):
+        if not _same(expected, signed.mac):
             return Verdict("mismatch", "the call's name or arguments differ from the ones approved")
         if signed.expires < self._clock():
             return Verdict("expired", "the approval request expired")
@@ -195,6 +195,16 @@ class ApprovalSigner:
         message = "\0".join((PREFIX, *parts))
         digest = hmac.new(self._secret, message.encode(), hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _is_expiry(text: str) -> bool:
+    """ASCII digits of a plausible timestamp (``isdigit`` alone admits ``²`` and 5,000 digits)."""
+    return 0 < len(text) <= 12 and text.isascii() and text.isdigit()
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time comparison that also takes text a client made up (any characters)."""
+    return hmac.compare_digest(expected.encode(), given.encode(errors="surrogatepass"))
 
 
 def canonical_arguments(text: str) -> str | None:

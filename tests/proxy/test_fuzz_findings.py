@@ -1,8 +1,7 @@
 """What ``fuzz/fuzz_api.py`` found in the proxy, each as a minimal reproduction.
 
-Every test here is ``xfail(strict=True)``: it states the documented behaviour and fails today;
-when the proxy is fixed it passes, and strict xfail then fails the suite so the mark is taken
-off. Each reason says what a client sees now. In process (``httpx2.ASGITransport`` with
+Each was a failure the fuzz found (a 500, an empty 307, a traceback) and now states the
+documented behaviour, fixed. In process (``httpx2.ASGITransport`` with
 ``raise_app_exceptions=False``, so an unhandled exception shows as the 500 uvicorn would send).
 """
 
@@ -54,11 +53,6 @@ def _answering(call_id: str) -> dict[str, object]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="500: ApprovalSigner.parse accepts any str.isdigit() expiry, then int() raises "
-    "ValueError past 4,300 digits (approval.py, parse)",
-)
 async def test_a_forged_approval_id_with_a_5000_digit_expiry_is_refused_as_forged() -> None:
     upstream = ScriptedUpstream([content_round("The call was not run.")])
     async with _client(upstream) as client:
@@ -68,11 +62,6 @@ async def test_a_forged_approval_id_with_a_5000_digit_expiry_is_refused_as_forge
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="500: ApprovalSigner.parse accepts a Unicode digit ('²'.isdigit() is True), then "
-    "int('²') raises ValueError (approval.py, parse)",
-)
 async def test_a_forged_approval_id_with_a_unicode_digit_expiry_is_refused_as_forged() -> None:
     upstream = ScriptedUpstream([content_round("The call was not run.")])
     async with _client(upstream) as client:
@@ -80,11 +69,6 @@ async def test_a_forged_approval_id_with_a_unicode_digit_expiry_is_refused_as_fo
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="500: hmac.compare_digest raises TypeError on a non-ASCII str: a forged id with "
-    "a non-ASCII 'issued' part (approval.py, verify)",
-)
 async def test_a_forged_approval_id_with_non_ascii_parts_is_refused_as_forged() -> None:
     upstream = ScriptedUpstream([content_round("The call was not run.")])
     async with _client(upstream) as client:
@@ -101,12 +85,6 @@ def _nested(depth: int) -> object:
     return value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="500: /v1/responses has no depth check (chat has MAX_JSON_DEPTH): orjson parses "
-    "1,024 levels but writes 254, so orjson.dumps(translated.chat_body) raises TypeError "
-    "(app.py, responses)",
-)
 async def test_responses_refuses_json_nested_past_the_limit_in_a_passed_field() -> None:
     upstream = ScriptedUpstream([content_round("hi")])
     body = {"model": MODEL, "input": "hi", "streamproxy": {"tool_progress": _nested(300)}}
@@ -116,11 +94,6 @@ async def test_responses_refuses_json_nested_past_the_limit_in_a_passed_field() 
     assert response.json()["error"]["code"] == "invalid_request_error"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="500: a deep tool schema passes the Responses translation; encoding the "
-    "response.created event raises TypeError (responses/events.py, _event)",
-)
 async def test_responses_refuses_a_tool_schema_nested_past_the_limit() -> None:
     upstream = ScriptedUpstream([content_round("hi")])
     tool = {"type": "function", "name": "f", "parameters": {"a": _nested(300)}}
@@ -130,11 +103,6 @@ async def test_responses_refuses_a_tool_schema_nested_past_the_limit() -> None:
     assert response.status_code == 400, response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="200 with an empty body: deep metadata is echoed in response.created, whose "
-    "encoding raises mid-stream before any frame; no error event, no response.failed",
-)
 async def test_responses_refuses_metadata_nested_past_the_limit() -> None:
     upstream = ScriptedUpstream([content_round("hi")])
     body = {"model": MODEL, "input": "hi", "stream": True, "metadata": {"k": _nested(300)}}
@@ -143,11 +111,6 @@ async def test_responses_refuses_metadata_nested_past_the_limit() -> None:
     assert response.status_code == 400, (response.status_code, response.text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="500 after the answer was made: a deep field of an input item is kept in the "
-    "stored items, and the state store's encoder raises TypeError (app.py, _keep_response)",
-)
 async def test_responses_refuses_json_nested_past_the_limit_in_an_input_item() -> None:
     upstream = ScriptedUpstream([content_round("hi")])
     body = {"model": MODEL, "input": [{"role": "user", "content": "hi", "x": _nested(300)}]}
@@ -156,11 +119,6 @@ async def test_responses_refuses_json_nested_past_the_limit_in_an_input_item() -
     assert response.status_code == 400, response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="307 (Starlette's redirect_slashes) with an empty body: a status outside the "
-    "documented ones, and not an OpenAI-shaped error",
-)
 @pytest.mark.parametrize(
     ("method", "path"), [("POST", "/v1/chat/completions/"), ("GET", "/v1/models/")]
 )
@@ -171,11 +129,6 @@ async def test_a_trailing_slash_gets_an_openai_shaped_404(method: str, path: str
     assert response.json()["error"]["code"] == "not_found"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="starlette's ClientDisconnect escapes _read_body: uvicorn logs a traceback and "
-    "the request is counted as a 500 (telemetry.failed(..., 500)), not as 499",
-)
 async def test_a_client_that_leaves_while_sending_its_body_is_a_499() -> None:
     app = create_app(
         dataclasses.replace(CONFIG), tools=ToolSet(), transport=ScriptedUpstream([]).transport()
