@@ -24,6 +24,7 @@ __all__ = [
     "ACCEPTED_ENCODINGS",
     "MAX_BODY_BYTES",
     "ChunkDecoder",
+    "Inflater",
     "decode_base64",
     "decode_body",
     "encodings_of",
@@ -49,7 +50,7 @@ def encodings_of(header: str) -> list[str]:
     return [name for name in names if name and name != "identity"]
 
 
-class _Inflater:
+class Inflater:
     """One zlib stream; ``deflate`` that is not zlib-wrapped is retried as raw deflate.
 
     Raises ``CassetteError`` as soon as its output passes ``limit`` bytes.
@@ -118,7 +119,7 @@ class ChunkDecoder:
             )
         self.limit = limit
         # Applied left to right, so undone right to left; each stage is bounded on its own.
-        self.stages = [_Inflater(name, limit) for name in reversed(codings)]
+        self.stages = [Inflater(name, limit) for name in reversed(codings)]
 
     def decode(self, data: bytes) -> bytes:
         """The decoded bytes ``data`` gives (possibly empty)."""

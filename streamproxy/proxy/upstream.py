@@ -30,6 +30,7 @@ import httpx2
 import orjson
 
 from streamproxy.errors import UpstreamError
+from streamproxy.proxy.content_encoding import BoundedDecoding
 from streamproxy.redaction import Redactor
 
 __all__ = [
@@ -190,11 +191,12 @@ class Upstream:
         self.open_responses = 0
         """Responses ``open_chat`` returned that were not closed yet (for diagnostics)."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        pool = httpx2.Limits(max_connections=1000, max_keepalive_connections=200)
         self._client = httpx2.AsyncClient(
-            transport=transport,
+            # content-encoding is undone in bounded steps (httpx inflates a chunk at once)
+            transport=BoundedDecoding(transport or httpx2.AsyncHTTPTransport(limits=pool)),
             headers=headers,
             timeout=httpx2.Timeout(timeout, connect=connect_timeout),
-            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200),
         )
 
     def chat_url(self, *, is_strict: bool = False) -> str:
