@@ -109,7 +109,8 @@ class Upstream(asyncio.Protocol):
                     length = int(line.split(b":")[1])
             if len(self.buffer) < end + 4 + length:
                 return
-            body, self.buffer = self.buffer[end + 4:end + 4 + length], self.buffer[end + 4 + length:]
+            start, stop = end + 4, end + 4 + length
+            body, self.buffer = self.buffer[start:stop], self.buffer[stop:]
             if not head.startswith(b"post"):
                 self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
                 continue
@@ -125,7 +126,8 @@ class Upstream(asyncio.Protocol):
             write(TAIL)
             return
         loop = asyncio.get_running_loop()
-        count, period = (int(command[1]), float(command[2]) / 1000) if command[0] == "paced" else (1, 0)
+        paced = command[0] == "paced"
+        count, period = (int(command[1]), float(command[2]) / 1000) if paced else (1, 0)
         start = loop.time()
 
         def tick(i):
@@ -136,7 +138,8 @@ class Upstream(asyncio.Protocol):
                     write(TAIL)
                 return
             write(WORDS[i])
-            self.timer = loop.call_at(start + (i + 1) * period if period else start + 3600, tick, i + 1)
+            due = start + (i + 1) * period if period else start + 3600
+            self.timer = loop.call_at(due, tick, i + 1)
 
         tick(0)
 
@@ -343,6 +346,9 @@ async def run_streams(
     async def one(number: int, connection: Connection) -> Result:
         if stagger:
             await asyncio.sleep(stagger * number / len(connections))
+        if connection.transport is None or connection.transport.is_closing():
+            # the server closed it while it sat idle (uvicorn's keep-alive timeout is 5 s)
+            connection = connections[number] = (await path.connect(1))[0]
         return await connection.post(path.host, body, path.headers)
 
     results = await asyncio.gather(*(one(n, c) for n, c in enumerate(connections)))
@@ -605,16 +611,17 @@ def table(rows: dict[str, dict[str, float]], args: argparse.Namespace, load: str
         f"first token: {args.ttft_requests} requests per path; memory: {args.hold} streams held; "
         f"capacity: {args.paced_chunks} chunks 20 ms apart per stream.",
         "",
-        "| path | burst CPU per chunk, c=1 (µs) | burst CPU per chunk, c=32 (µs) | vs relay c=1 / c=32 "
-        "| paced capacity (streams, added p99 gap < 20 ms) | median TTFT (ms) | added median "
-        "TTFT vs direct (ms) | p90 TTFT (ms) | memory per open stream (KiB) |",
+        "| path | burst CPU per chunk, c=1 (µs) | burst CPU per chunk, c=32 (µs) "
+        "| vs relay c=1 / c=32 | paced capacity (streams, added p99 gap < 20 ms) "
+        "| median TTFT (ms) | added median TTFT vs direct (ms) | p90 TTFT (ms) "
+        "| memory per open stream (KiB) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     relay = rows.get("relay", {})
     direct = rows["direct"]
     for name, row in rows.items():
 
-        def show(key: str, form: str = "{:.1f}") -> str:
+        def show(key: str, form: str = "{:.1f}", row: dict[str, float] = row) -> str:
             value = row.get(key)
             return "—" if value is None else form.format(value)
 
