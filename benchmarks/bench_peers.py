@@ -17,6 +17,7 @@ coalescing**), and **LiteLLM** (its proxy, from PyPI in its own virtualenv, offl
 
 - **burst CPU per chunk**: the hop process's CPU time (``/proc/PID/stat`` utime + stime)
   over R rounds of C streams of N chunks, divided by R x C x N; at concurrency 1 and 32;
+- **paced CPU per chunk**: the hop's CPU time over the 64-stream paced level, per chunk;
 - **paced capacity**: the most concurrent 20 ms-paced streams (100 chunks each, started over one
   period) the hop carries while its added p99 gap between content frames (its p99 minus
   direct's at the same concurrency) stays under 20 ms; levels double from 16, then one bisection
@@ -63,6 +64,8 @@ HOP_CPU = "1"
 CLIENT_CPU = 0
 FIRST_CONTENT = re.compile(rb'"content":"[^"]')
 CONTENT = b'"content":"'
+PACED_CPU_LEVEL = 64  # the paced level whose CPU per chunk is reported
+paced_cpu: dict[str, float] = {}
 FAKE_UPSTREAM = r"""
 import asyncio
 import socket
@@ -408,10 +411,14 @@ async def capacity(
     passed, failed = 0, 0
 
     async def measure(level: int) -> bool:
+        assert path.process is not None
+        before = path.process.cpu_seconds()
         try:
             own = await paced_p99(path, level, chunks=chunks, period_ms=period_ms)
         except (ConnectionError, RuntimeError, OSError):
             own = float("inf")
+        if level == PACED_CPU_LEVEL:
+            paced_cpu[path.name] = (path.process.cpu_seconds() - before) / (level * chunks) * 1e6
         base = await paced_p99(direct, level, chunks=chunks, period_ms=period_ms)
         seen.append((level, own, base))
         print(
@@ -572,6 +579,8 @@ async def measure(args: argparse.Namespace, paths: list[Path_]) -> dict[str, dic
             path, direct, levels=args.levels, chunks=args.paced_chunks, period_ms=20.0
         )
         rows[path.name]["capacity"] = passed
+        if path.name in paced_cpu:
+            rows[path.name]["paced_cpu"] = paced_cpu[path.name]
         rows[path.name]["levels"] = seen  # type: ignore[assignment]
     return rows
 
@@ -613,9 +622,10 @@ def table(rows: dict[str, dict[str, float]], args: argparse.Namespace, load: str
         "",
         "| path | burst CPU per chunk, c=1 (µs) | burst CPU per chunk, c=32 (µs) "
         "| vs relay c=1 / c=32 | paced capacity (streams, added p99 gap < 20 ms) "
+        f"| paced CPU per chunk, {PACED_CPU_LEVEL} streams (µs) | vs relay "
         "| median TTFT (ms) | added median TTFT vs direct (ms) | p90 TTFT (ms) "
         "| memory per open stream (KiB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     relay = rows.get("relay", {})
     direct = rows["direct"]
@@ -630,9 +640,13 @@ def table(rows: dict[str, dict[str, float]], args: argparse.Namespace, load: str
             ratio = (
                 f"{row['cpu_c1'] / relay['cpu_c1']:.2f}x / {row['cpu_c32'] / relay['cpu_c32']:.2f}x"
             )
+        paced_ratio = "—"
+        if "paced_cpu" in row and "paced_cpu" in relay:
+            paced_ratio = f"{row['paced_cpu'] / relay['paced_cpu']:.2f}x"
         lines.append(
             f"| {name} | {show('cpu_c1')} | {show('cpu_c32')} | {ratio} "
-            f"| {show('capacity', '{:.0f}')} | {row['ttft_ms']:.2f} "
+            f"| {show('capacity', '{:.0f}')} | {show('paced_cpu')} | {paced_ratio} "
+            f"| {row['ttft_ms']:.2f} "
             f"| {row['ttft_ms'] - direct['ttft_ms']:+.2f} | {row['ttft_p90_ms']:.2f} "
             f"| {show('kib_per_stream')} |"
         )
@@ -661,6 +675,7 @@ def chart(rows: dict[str, dict[str, float]], python: str) -> None:
             ("cpu_c1", "burst CPU per chunk, c=1 (µs)"),
             ("cpu_c32", "burst CPU per chunk, c=32 (µs)"),
             ("capacity", "20 ms-paced streams carried (added p99 gap < 20 ms)"),
+            ("paced_cpu", "paced CPU per chunk, 64 streams (µs)"),
             ("added_ttft", "added median time to first token (ms)"),
             ("kib_per_stream", "memory per open stream (KiB)"),
         ]
