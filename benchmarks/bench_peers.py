@@ -707,6 +707,7 @@ def chart(rows: dict[str, dict[str, float]], python: str) -> None:
 
 
 README = HERE / "README.md"
+HAND_WRITTEN = "Reading (written by hand"
 
 
 def write_section(text: str) -> None:
@@ -722,6 +723,10 @@ def write_section(text: str) -> None:
         readme = readme[:anchor] + section + "\n" + readme[anchor:]
     else:
         end = readme.find("\n## ", start + 1)
+        old = readme[start:end] if end >= 0 else readme[start:]
+        kept = old.find(HAND_WRITTEN)  # the reading written by hand stays, under the new table
+        if kept >= 0:
+            section += "\n" + old[kept:].rstrip("\n") + "\n"
         readme = readme[:start] + section + (readme[end + 1 :] if end >= 0 else "")
     README.write_text(readme)
 
