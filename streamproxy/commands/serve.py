@@ -25,7 +25,8 @@ import socket
 import sys
 import tempfile
 from dataclasses import asdict, replace
-from typing import Any, get_args
+from importlib.util import find_spec
+from typing import Any, Literal, get_args
 
 from streamproxy.config import (
     DEFAULT_API_KEY_ENV,
@@ -309,10 +310,16 @@ def serve(config: Config, app: Any, *, api_key_env: str, client_keys_env: str | 
     host = f"[{config.host}]" if family == socket.AF_INET6 else config.host
     print(f"streamproxy serve: listening on http://{host}:{port}", flush=True)
     log_level = config.log_level
-    guarded = _guarded_http(config, "auto")
+    loop, http = serving_stack()
+    logging.getLogger("streamproxy").info(
+        "serving on the %s event loop, %s HTTP parser", loop, http
+    )
+    guarded = _guarded_http(config, http)
     if config.workers == 1:
         server = uvicorn.Server(
-            uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", http=guarded)
+            uvicorn.Config(
+                app, log_level=log_level, access_log=False, lifespan="on", loop=loop, http=guarded
+            )
         )
         server.run(sockets=[sock])
         return 0
@@ -324,6 +331,7 @@ def serve(config: Config, app: Any, *, api_key_env: str, client_keys_env: str | 
         workers=config.workers,
         log_level=log_level,
         access_log=False,
+        loop=loop,
         http=guarded,
     )
     from uvicorn.supervisors import Multiprocess
@@ -375,6 +383,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name: it may resolve to anything
+
+
+def serving_stack() -> tuple[Literal["uvloop", "asyncio"], Literal["httptools", "h11"]]:
+    """uvicorn's event loop and HTTP/1.1 parser: uvloop and httptools (both C, core dependencies,
+    measured in ``benchmarks/bench_peers.py``); asyncio and h11 where their wheels are missing."""
+    loop: Literal["uvloop", "asyncio"] = "uvloop" if find_spec("uvloop") else "asyncio"
+    http: Literal["httptools", "h11"] = "httptools" if find_spec("httptools") else "h11"
+    return loop, http
 
 
 def app_from_environment() -> Any:

@@ -1,4 +1,4 @@
-"""An ASGI event-stream response with keep-alive comments and disconnect handling.
+"""An ASGI event-stream response with keep-alive comments, coalesced writes and disconnects.
 
 Starlette's ``StreamingResponse`` cannot write while its body iterator is blocked, and the proxy
 must: a thinking model or a running tool can leave the stream silent for minutes, and load
@@ -6,6 +6,15 @@ balancers close connections idle for 60 s. ``EventStreamResponse`` sends the fra
 iterator and, beside it, a ``: keep-alive`` comment whenever nothing was sent for
 ``keepalive_interval`` seconds. When the client disconnects, the iterator is cancelled (which
 closes the upstream request and cancels running tools) and closed.
+
+Two tasks share the work. The reader pulls frames from the iterator into a bounded buffer; the
+writer sends everything the buffer holds as one ASGI body message (one write, one wake-up of the
+client) whenever it gets to run. When the upstream sends a burst (one socket read holding many
+events), the frames of the burst leave in one message instead of one each; when it sends one
+event at a time, each frame still leaves as soon as it is made. The first frame of a response
+is always sent alone, so the time to the first token never waits for a second one. The bytes
+the client receives are the same as frame-by-frame sending: the same frames, in the same order,
+with keep-alives only where nothing was sent for ``keepalive_interval``.
 """
 
 from __future__ import annotations
@@ -27,10 +36,76 @@ EVENT_STREAM_HEADERS = {
     "cache-control": "no-cache",
     "x-accel-buffering": "no",  # nginx: do not buffer the stream
 }
+# The reader waits when this many bytes are waiting to be sent (a slow client holds back the
+# upstream instead of filling the proxy's memory).
+MAX_PENDING_BYTES = 256 * 1024
+
+
+class _Outbox:
+    """Frames made and not yet sent, and the two signals between the reader and the writer."""
+
+    __slots__ = ("_loop", "_room", "_wakeup", "frames", "is_finished", "size")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.frames: list[bytes] = []
+        self.size = 0
+        self.is_finished = False
+        self._loop = loop
+        self._wakeup: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
+
+    def put(self, frame: bytes) -> None:
+        self.frames.append(frame)
+        self.size += len(frame)
+        self.wake()
+
+    def finish(self) -> None:
+        self.is_finished = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the writer if it waits (a frame, the end, or a keep-alive is due)."""
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until ``wake`` (the writer, with nothing to send)."""
+        self._wakeup = self._loop.create_future()
+        try:
+            await self._wakeup
+        finally:
+            self._wakeup = None
+
+    def take(self, *, count: int | None = None) -> bytes:
+        """The body of one message: every pending frame (or the first ``count``)."""
+        frames = self.frames
+        if count is not None and count < len(frames):
+            taken, self.frames = frames[:count], frames[count:]
+        else:
+            taken, self.frames = frames, []
+        body = taken[0] if len(taken) == 1 else b"".join(taken)
+        self.size -= len(body)
+        room = self._room
+        if room is not None and not room.done() and self.size < MAX_PENDING_BYTES:
+            room.set_result(None)
+        return body
+
+    async def wait_for_room(self) -> None:
+        """Until the writer took enough that the buffer is under its bound (the reader)."""
+        while self.size >= MAX_PENDING_BYTES:
+            self._room = self._loop.create_future()
+            try:
+                await self._room
+            finally:
+                self._room = None
 
 
 class EventStreamResponse:
     """Send ``frames`` as ``text/event-stream`` with keep-alives (an ASGI app)."""
+
+    coalesce = True
+    """Send every frame that is ready in one body message; False: one message per frame."""
 
     def __init__(
         self,
@@ -45,24 +120,51 @@ class EventStreamResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        lock = asyncio.Lock()
+        outbox = _Outbox(loop)
+        interval = self.keepalive_interval
+        per_message = None if self.coalesce else 1
         last_sent = loop.time()
+        timer: asyncio.TimerHandle | None = None
 
-        async def send_body(body: bytes) -> None:
-            nonlocal last_sent
-            async with lock:
+        def keepalive_due() -> None:
+            # one timer per interval, re-armed from the last write (not one per frame)
+            nonlocal timer
+            due = last_sent + interval
+            if loop.time() >= due:
+                timer = None
+                outbox.wake()
+            else:
+                timer = loop.call_at(due, keepalive_due)
+
+        async def read() -> None:
+            try:
+                async for frame in self.frames:
+                    if frame:
+                        outbox.put(frame)
+                        if outbox.size >= MAX_PENDING_BYTES:
+                            await outbox.wait_for_room()
+            finally:
+                outbox.finish()
+
+        async def write() -> None:
+            nonlocal last_sent, timer
+            count: int | None = 1  # the first frame alone: the first token waits for nothing
+            timer = loop.call_at(last_sent + interval, keepalive_due)
+            while True:
+                if outbox.frames:
+                    body = outbox.take(count=count)
+                    count = per_message
+                elif outbox.is_finished:
+                    return
+                elif loop.time() - last_sent >= interval:
+                    body = KEEPALIVE_FRAME
+                else:
+                    if timer is None:
+                        timer = loop.call_at(last_sent + interval, keepalive_due)
+                    await outbox.wait()
+                    continue
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 last_sent = loop.time()
-
-        async def pump() -> None:
-            async for data in self.frames:
-                await send_body(data)
-
-        async def keepalive() -> None:
-            while True:
-                await asyncio.sleep(max(0.0, last_sent + self.keepalive_interval - loop.time()))
-                if loop.time() - last_sent >= self.keepalive_interval:
-                    await send_body(KEEPALIVE_FRAME)
 
         async def wait_for_disconnect() -> None:
             while True:
@@ -77,14 +179,16 @@ class EventStreamResponse:
                 "headers": [(key.encode(), value.encode()) for key, value in self.headers.items()],
             }
         )
-        pump_task = asyncio.create_task(pump())
-        keepalive_task = asyncio.create_task(keepalive())
+        read_task = asyncio.create_task(read())
+        write_task = asyncio.create_task(write())
         disconnect_task = asyncio.create_task(wait_for_disconnect())
-        tasks = {pump_task, keepalive_task, disconnect_task}
+        tasks = {read_task, write_task, disconnect_task}
         try:
-            await asyncio.wait({pump_task, disconnect_task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({write_task, disconnect_task}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            is_disconnected = not pump_task.done()
+            is_disconnected = not write_task.done()
+            if timer is not None:
+                timer.cancel()
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
@@ -92,7 +196,9 @@ class EventStreamResponse:
         if is_disconnected:
             logger.info("the client disconnected; the stream was cancelled")
             return
-        if not pump_task.cancelled() and pump_task.exception() is not None:
-            logger.error("the event stream failed", exc_info=pump_task.exception())
+        for task in (read_task, write_task):
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("the event stream failed", exc_info=task.exception())
+                break
         with contextlib.suppress(OSError):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
