@@ -51,6 +51,9 @@ def test_processes_racing_claims_on_one_file_win_each_key_once(tmp_path: Path) -
             if racer.poll() is None:
                 racer.kill()
                 racer.wait()
+            for pipe in (racer.stdout, racer.stderr):  # closed even when an assert failed
+                if pipe is not None:
+                    pipe.close()
 
     won = [key for report in reports for key in report["won"]]
     assert sorted(won) == sorted(f"key-{number}" for number in range(KEYS))

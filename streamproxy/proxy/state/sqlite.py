@@ -82,6 +82,10 @@ CREATE TABLE IF NOT EXISTS secret (
 """
 
 
+# How long opening may keep trying a file that other workers hold locked while they open it.
+_OPEN_PATIENCE = 10.0
+
+
 class SqliteStateStore:
     """The ``StateStore`` in a SQLite file (created, with its directory, when missing)."""
 
@@ -163,6 +167,23 @@ class SqliteStateStore:
     # Everything below runs on the store's thread.
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
+        """Open the file and its schema. Workers start together: switching to WAL and creating
+        the schema can find the file locked by another worker doing the same (SQLite does not
+        always wait its busy timeout for that), so a locked open is tried again, briefly."""
+        deadline = time.monotonic() + max(timeout, _OPEN_PATIENCE)
+        while True:
+            try:
+                return self._connect_once(timeout)
+            except StateUnavailableError as error:
+                cause = error.__cause__
+                is_locked = isinstance(cause, sqlite3.OperationalError) and (
+                    "locked" in str(cause) or "busy" in str(cause)
+                )
+                if not is_locked or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _connect_once(self, timeout: float) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
