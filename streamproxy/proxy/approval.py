@@ -42,7 +42,7 @@ across processes and hosts), runs it, and records the outcome; a repeat of the s
 (``already_ran``) or, while the first run is still going, a message saying so. The ledger key is
 the signed call (nonce and mac), never the upstream id alone, so an upstream that reuses ids (or
 sends empty ones) cannot make a new call look like an old one. Records live until the approval's
-expiry and are not evicted by other clients' traffic (``state.py``).
+expiry and are not evicted by other clients' traffic (``state/``).
 """
 
 from __future__ import annotations

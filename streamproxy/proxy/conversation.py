@@ -2,7 +2,7 @@
 
 Chat clients send back only what they saw: one assistant message per turn, without the server
 tool calls and results that happened inside it, and often without ``reasoning_content``. The
-proxy keeps, in the state store (``state.py``), what the client will send back mapped to the
+proxy keeps, in the state store (``state/``), what the client will send back mapped to the
 full upstream messages it stands for:
 
 - an assistant message whose ``tool_calls`` ids are exactly ``ids`` (a turn that handed calls to
