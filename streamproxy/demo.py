@@ -31,6 +31,7 @@ import orjson
 from streamproxy.cassette.format import Cassette, Chunk, Interaction, RecordedResponse
 from streamproxy.cassette.format import loads as load
 from streamproxy.cassette.replay import ReplayTransport
+from streamproxy.proxy.request import content_text
 from streamproxy.proxy.tools import ToolSet, tool
 
 DEMO_UPSTREAM_URL = "https://offline-demo.streamproxy.invalid/v1"
@@ -156,12 +157,7 @@ def _filled(data: bytes, values: Mapping[str, str]) -> bytes:
 
 
 def _text(message: object) -> str:
-    content = message.get("content") if isinstance(message, dict) else None
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return ""
+    return content_text(message.get("content") if isinstance(message, dict) else None)
 
 
 def _tool_name(entry: object) -> str | None:

@@ -60,6 +60,7 @@ from typing import Literal, Protocol
 import orjson
 
 from streamproxy.config import ApprovalMode
+from streamproxy.proxy.request import content_text
 from streamproxy.proxy.state import ClaimResult
 
 __all__ = [
@@ -256,7 +257,7 @@ def chat_verdict(text: str) -> Verdict:
 def client_verdict(content: object) -> Verdict:
     """An SDK client's answer in a ``tool`` message: only ``{"approved": true}`` approves;
     ``{"approved": false, "reason": ...}`` declines with a reason; anything else declines."""
-    text = content if isinstance(content, str) else _text_parts(content)
+    text = content_text(content)
     try:
         value = orjson.loads(text) if text else None
     except orjson.JSONDecodeError:
@@ -375,9 +376,3 @@ def _readable(arguments: str) -> str:
         return json.dumps(json.loads(arguments or "{}"), indent=2, ensure_ascii=False)
     except ValueError:
         return arguments
-
-
-def _text_parts(content: object) -> str:
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return ""

@@ -42,6 +42,7 @@ from streamproxy.proxy.approval import (
     chat_verdict,
     client_verdict,
 )
+from streamproxy.proxy.request import content_text
 
 __all__ = ["Message", "Settlement", "Stash", "calls_key", "content_key", "rebuild"]
 
@@ -183,7 +184,7 @@ async def _with_chat_answer(
         return messages
     if signer is None:
         raise StateUnavailableError("(secret)", "an approval needs the secret")
-    verdict = chat_verdict(_text(answer.get("content")))
+    verdict = chat_verdict(content_text(answer.get("content")))
     results: list[Message] = []
     for call in calls:
         signed = ApprovalSigner.parse(call.signed_id)
@@ -260,11 +261,3 @@ def _with_upstream_ids(message: Message) -> Message:
                 call = dict(call, id=signed.upstream_id)
         rewritten.append(call)
     return dict(message, tool_calls=rewritten)
-
-
-def _text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return ""

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from streamproxy.config import ApprovalMode
 from streamproxy.errors import RequestError, RequestTooLargeError
-from streamproxy.proxy.approval import ApprovalMode
 from streamproxy.proxy.tools import ToolSet
 
 Message = dict[str, object]
@@ -133,6 +133,15 @@ def is_thinking_mode(body: Mapping[str, object], *, is_deepseek: bool) -> bool:
     if is_deepseek:
         return True
     return body.get("reasoning_effort") not in (None, "none")
+
+
+def content_text(content: object) -> str:
+    """A message's ``content`` as text: a string as it is, the text of its parts otherwise."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
 
 
 def check_depth(body: object) -> None:
