@@ -264,3 +264,23 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
 
 
 AsyncBody = Callable[[], Awaitable[None]]
+
+
+def chat_scope(*headers: tuple[bytes, bytes]) -> dict[str, object]:
+    """The ASGI scope of ``POST /v1/chat/completions`` with JSON and ``headers``, for tests that
+    drive the app's ``receive``/``send`` by hand."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }

@@ -16,6 +16,7 @@ from streamproxy.proxy.tools import ToolSet, tool
 from .helpers import (
     MODEL,
     ScriptedUpstream,
+    chat_scope,
     chunk,
     content_round,
     post_stream,
@@ -719,20 +720,7 @@ async def test_client_disconnect_closes_the_upstream_and_cancels_tools() -> None
     async def send(message: dict[str, object]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = chat_scope()
     call = asyncio.create_task(app(scope, receive, send))
     await asyncio.wait_for(tool_started.wait(), timeout=2)
     disconnect.set()

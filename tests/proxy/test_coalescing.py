@@ -25,7 +25,7 @@ from streamproxy.config import Config
 from streamproxy.proxy import create_app
 from streamproxy.proxy.response import MAX_PENDING_BYTES, EventStreamResponse
 from streamproxy.proxy.tools import ToolSet, tool
-from tests.proxy.helpers import MODEL, ScriptedUpstream, content_round, tool_round
+from tests.proxy.helpers import MODEL, ScriptedUpstream, chat_scope, content_round, tool_round
 
 USER = [{"role": "user", "content": "What's the weather in Paris?"}]
 CONFIG = Config(upstream_url="http://upstream.test/v1", api_key="sk-key", state_url="memory://")
@@ -71,21 +71,7 @@ async def call_app(
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             finished.set()
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"proxy.test")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("proxy.test", 80),
-        "state": {},
-    }
+    scope = chat_scope((b"host", b"proxy.test"))
     previous = EventStreamResponse.coalesce
     EventStreamResponse.coalesce = coalesce
     try:

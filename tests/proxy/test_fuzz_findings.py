@@ -16,7 +16,7 @@ from starlette.types import Message
 from streamproxy.config import Config
 from streamproxy.proxy import create_app
 from streamproxy.proxy.tools import ToolSet
-from tests.proxy.helpers import MODEL, ScriptedUpstream, content_round
+from tests.proxy.helpers import MODEL, ScriptedUpstream, chat_scope, content_round
 
 pytestmark = pytest.mark.anyio
 
@@ -145,21 +145,7 @@ async def test_a_client_that_leaves_while_sending_its_body_is_a_499() -> None:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
+    scope = chat_scope((b"content-length", b"100"))
     await app(scope, receive, send)
     assert sent[0]["type"] == "http.response.start"
     assert sent[0]["status"] == 499
