@@ -55,13 +55,13 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 import orjson
 
 from streamproxy.config import ApprovalMode
 from streamproxy.proxy.request import content_text
-from streamproxy.proxy.state import ClaimResult
+from streamproxy.proxy.state import StateStore
 
 __all__ = [
     "APPROVING_ANSWERS",
@@ -322,22 +322,12 @@ def declined_text(name: str, verdict: Verdict) -> str:
     return f"error: the call was not run: {verdict.reason}"
 
 
-class Ledger(Protocol):
-    """The part of the state store ``run_once`` uses (``state/``)."""
-
-    async def claim(self, client: str, key: str, ttl: float) -> ClaimResult: ...
-
-    async def record(
-        self, client: str, key: str, outcome: dict[str, object], ttl: float
-    ) -> None: ...
-
-
 RunOutcome = tuple[str, str]
 """``(status, content)`` of one run: status ``ok``, ``error``, ``timeout``... or ``already_ran``."""
 
 
 async def run_once(
-    ledger: Ledger,
+    ledger: StateStore,
     client: str,
     signed: SignedCall,
     run: Callable[[], Awaitable[RunOutcome]],

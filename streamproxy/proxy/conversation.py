@@ -30,7 +30,6 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from streamproxy.errors import StateUnavailableError
 from streamproxy.proxy.approval import (
@@ -43,21 +42,16 @@ from streamproxy.proxy.approval import (
     client_verdict,
 )
 from streamproxy.proxy.request import content_text
+from streamproxy.proxy.state import StateStore
 
-__all__ = ["Message", "Settlement", "Stash", "calls_key", "content_key", "rebuild"]
+__all__ = ["Message", "Settlement", "calls_key", "content_key", "rebuild"]
 
 Message = dict[str, object]
 
 logger = logging.getLogger("streamproxy.proxy")
 
 
-class Stash(Protocol):
-    """The part of the state store the conversation reads (``state/``)."""
-
-    async def get(self, client: str, key: str) -> object | None: ...
-
-
-async def _lookup(stash: Stash, client: str, key: str) -> object | None:
+async def _lookup(stash: StateStore, client: str, key: str) -> object | None:
     """A stash entry, or None when missing or when the store cannot be reached: the client's own
     messages are then sent as they are (still a valid conversation, only a less complete one)."""
     try:
@@ -100,7 +94,7 @@ class Settlement:
 async def rebuild(
     messages: list[Message],
     *,
-    stash: Stash,
+    stash: StateStore,
     signer: ApprovalSigner | None,
     client: str,
 ) -> tuple[list[Message], list[Settlement]]:
@@ -162,7 +156,7 @@ async def rebuild(
 
 async def _with_chat_answer(
     messages: list[Message],
-    stash: Stash,
+    stash: StateStore,
     signer: ApprovalSigner | None,
     client: str,
     settlements: list[Settlement],
@@ -209,7 +203,7 @@ async def _with_chat_answer(
     return [*messages[:-2], *restored, *results]
 
 
-async def _stashed(message: Message, stash: Stash, client: str) -> list[Message] | None:
+async def _stashed(message: Message, stash: StateStore, client: str) -> list[Message] | None:
     if message.get("role") != "assistant":
         return None
     tool_calls = message.get("tool_calls")
