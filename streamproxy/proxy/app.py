@@ -59,7 +59,7 @@ from streamproxy.errors import (
 from streamproxy.proxy.approval import ApprovalSigner, client_identity
 from streamproxy.proxy.conversation import rebuild
 from streamproxy.proxy.diagnostics import DIAGNOSTICS_PATH, RequestCounter, Requests, snapshot
-from streamproxy.proxy.frames import ChatFrames, ClientFrames
+from streamproxy.proxy.frames import ClientFrames
 from streamproxy.proxy.metrics import CONTENT_TYPE_LATEST
 from streamproxy.proxy.playground import playground
 from streamproxy.proxy.request import ChatRequest, parse_request
@@ -295,9 +295,7 @@ class _Proxy:
         client = self.authenticate(request)
         raw = await _read_body(request, self.config.max_request_size)
         chat = self._parse(raw)
-        runner = await self._runner(
-            request, client, chat, lambda turn: ChatFrames(turn, self.redactor)
-        )
+        runner = await self._runner(request, client, chat)
         if chat.is_streaming:
             return self._stream(request, runner.stream())
         completion = await self._complete(request, runner)
@@ -354,7 +352,7 @@ class _Proxy:
         request: Request,
         client: str,
         chat: ChatRequest,
-        frames: Callable[[Turn], ClientFrames],
+        frames: Callable[[Turn], ClientFrames] | None = None,
     ) -> TurnRunner:
         """The conversation rebuilt, the turn and its runner, started (approvals settled and
         the first upstream response open)."""
@@ -387,7 +385,7 @@ class _Proxy:
             max_tool_result_size=config.max_tool_result_size,
             state_ttl=config.approval_ttl,
             request_id=request.state.request_id,
-            frames=frames(turn),
+            frames=frames(turn) if frames is not None else None,  # default: chat completions
             observer=telemetry,
             redactor=self.redactor,
         )
