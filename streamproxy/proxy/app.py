@@ -315,17 +315,15 @@ class _Proxy:
         references = await self._referenced_items(client, body.get("input"))
         translated = translate_request(body, previous_items=previous, find_item=references.get)
         chat = self._parse(orjson.dumps(translated.chat_body))
-        frames: list[ResponsesFrames] = []
-
-        def responses_frames(turn: Turn) -> ResponsesFrames:
-            frames.append(ResponsesFrames(turn, translated, self.redactor))
-            return frames[0]
-
-        runner = await self._runner(request, client, chat, responses_frames)
+        runner = await self._runner(
+            request, client, chat, lambda turn: ResponsesFrames(turn, translated, self.redactor)
+        )
+        frames = runner.frames
+        assert isinstance(frames, ResponsesFrames)
 
         async def keep() -> None:
-            if translated.store and frames[0].response is not None:
-                await self._keep_response(client, translated, frames[0].response)
+            if translated.store and frames.response is not None:
+                await self._keep_response(client, translated, frames.response)
 
         if chat.is_streaming:
 
