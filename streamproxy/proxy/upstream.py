@@ -12,7 +12,11 @@ JSON (an error some gateways send under 200) is one too, with status 502. Once b
 nothing is retried: ``UpstreamResponse.aiter_bytes`` maps transport failures to
 ``UpstreamError`` and the caller decides what the client sees.
 
-Any ``httpx2.AsyncBaseTransport`` can be injected (a cassette replay, ``httpx2.MockTransport``).
+The connection itself is ``Http1Transport`` (``http1.py``: HTTP/1.1 parsed in C, the body handed
+on one piece per read, not one per HTTP chunk), or httpx2's own transport when the environment
+names a proxy for the upstream (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``; ``NO_PROXY`` is
+honoured). Any ``httpx2.AsyncBaseTransport`` can be injected instead (a cassette replay,
+``httpx2.MockTransport``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import email.utils
 import random
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -31,6 +36,7 @@ import orjson
 
 from streamproxy.errors import UpstreamError
 from streamproxy.proxy.content_encoding import BoundedDecoding
+from streamproxy.proxy.http1 import Http1Transport
 from streamproxy.redaction import Redactor
 
 __all__ = [
@@ -39,6 +45,7 @@ __all__ = [
     "Upstream",
     "UpstreamHooks",
     "UpstreamResponse",
+    "connection_transport",
     "is_deepseek_url",
 ]
 
@@ -86,6 +93,17 @@ def is_deepseek_url(url: str) -> bool:
     """True when ``url`` points at DeepSeek's own API."""
     host = urlsplit(url).hostname or ""
     return host == "api.deepseek.com" or host.endswith(".deepseek.com")
+
+
+def connection_transport(url: str, limits: httpx2.Limits) -> httpx2.AsyncBaseTransport:
+    """The transport that reaches ``url``: ``Http1Transport``, or httpx2's own through the proxy
+    the environment names for it (``urllib.request.getproxies``, ``NO_PROXY`` honoured)."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        return httpx2.AsyncHTTPTransport(proxy=proxy, limits=limits)
+    return Http1Transport(limits=limits)
 
 
 class UpstreamResponse:
@@ -194,7 +212,7 @@ class Upstream:
         pool = httpx2.Limits(max_connections=1000, max_keepalive_connections=200)
         self._client = httpx2.AsyncClient(
             # content-encoding is undone in bounded steps (httpx inflates a chunk at once)
-            transport=BoundedDecoding(transport or httpx2.AsyncHTTPTransport(limits=pool)),
+            transport=BoundedDecoding(transport or connection_transport(self.base_url, pool)),
             headers=headers,
             timeout=httpx2.Timeout(timeout, connect=connect_timeout),
         )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 
@@ -7,7 +8,13 @@ import httpx2
 import pytest
 
 from streamproxy.errors import UpstreamError
-from streamproxy.proxy.upstream import RetryPolicy, Upstream, is_deepseek_url
+from streamproxy.proxy.http1 import Http1Transport
+from streamproxy.proxy.upstream import (
+    RetryPolicy,
+    Upstream,
+    connection_transport,
+    is_deepseek_url,
+)
 
 KEY = "sk-test-secret-0123456789"
 FAST = RetryPolicy(retries=2, base_delay=0.001, max_delay=0.002)
@@ -238,3 +245,53 @@ async def test_list_models() -> None:
     with pytest.raises(UpstreamError) as caught:
         await make_upstream(failing).list_models()
     assert caught.value.status == 500
+
+
+def test_the_connection_is_http1_unless_the_environment_names_a_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    limits = httpx2.Limits()
+    assert isinstance(connection_transport("https://api.deepseek.com", limits), Http1Transport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    through = connection_transport("https://api.deepseek.com", limits)
+    assert isinstance(through, httpx2.AsyncHTTPTransport)
+    assert isinstance(connection_transport("http://127.0.0.1:8000/v1", limits), Http1Transport)
+    monkeypatch.setenv("NO_PROXY", "deepseek.com")
+    assert isinstance(connection_transport("https://api.deepseek.com", limits), Http1Transport)
+
+
+async def test_an_http_proxy_from_the_environment_carries_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpx2 ignores proxy variables once a transport is given; the upstream honours them."""
+    seen: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.split(b"\r\n", 1)[0])
+        body = b'data: {"ok":1}\n\n'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    for name in ("http_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
+    upstream = Upstream("http://upstream.example/v1", api_key=KEY, retry=FAST)
+    try:
+        async with await upstream.open_chat({"model": "m", "stream": True}) as response:
+            body = b"".join([piece async for piece in response.aiter_bytes()])
+    finally:
+        await upstream.aclose()
+        server.close()
+    assert body == b'data: {"ok":1}\n\n'
+    assert seen == [b"POST http://upstream.example/v1/chat/completions HTTP/1.1"]
