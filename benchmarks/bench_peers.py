@@ -9,11 +9,12 @@ is its own. The client is a raw asyncio protocol with httptools' C parser (its o
 frame is small next to any hop's), one kept-alive connection per concurrent stream.
 
 Paths: **direct** (to the upstream), **relay** (httpx2 ``aiter_raw`` in, Starlette
-``StreamingResponse`` out: ``bench_proxy.RELAY_APP``), **streamproxy** (``streamproxy serve``
-as shipped), two variants of it to show what each choice earns (**asyncio + h11**; **no
-coalescing**), and **LiteLLM** (its proxy, from PyPI in its own virtualenv, offline with
-``LITELLM_LOCAL_MODEL_COST_MAP=True``, the upstream as an ``openai/`` provider with
-``api_base``). Figures:
+``StreamingResponse`` out: ``bench_proxy.RELAY_APP``), the same **relay on Http1Transport**
+(what streamproxy's upstream transport alone earns a relay), **streamproxy** (``streamproxy
+serve`` as shipped), three variants of it to show what each choice earns (**httpx2's
+transport** for the upstream; **asyncio + h11**; **no coalescing**), and **LiteLLM** (its
+proxy, from PyPI in its own virtualenv, offline with ``LITELLM_LOCAL_MODEL_COST_MAP=True``, the
+upstream as an ``openai/`` provider with ``api_base``). Figures:
 
 - **burst CPU per chunk**: the hop process's CPU time (``/proc/PID/stat`` utime + stime)
   over R rounds of C streams of N chunks, divided by R x C x N; at concurrency 1 and 32;
@@ -165,13 +166,17 @@ uvloop.run(main())
 VARIANT = """
 import sys
 import streamproxy.commands.serve as serve
+import httpx2
 import streamproxy.proxy.response as response
+import streamproxy.proxy.upstream as upstream
 from streamproxy.cli import main
 
 if "h11" in sys.argv[1]:
     serve.serving_stack = lambda: ("asyncio", "h11")
 if "nocoalesce" in sys.argv[1]:
     response.EventStreamResponse.coalesce = False
+if "httpx2" in sys.argv[1]:
+    upstream.connection_transport = lambda url, limits: httpx2.AsyncHTTPTransport(limits=limits)
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -504,8 +509,12 @@ def start_paths(args: argparse.Namespace, directory: Path) -> tuple[list[Path_],
     paths = [Path_("direct", upstream.url, upstream)]
     relay = start([sys.executable, "relay_app.py", upstream.url + "/v1"])
     paths.append(Path_("relay", relay.url, relay))
+    if not args.quick:
+        relay = start([sys.executable, "relay_app.py", upstream.url + "/v1", "http1"])
+        paths.append(Path_("relay on Http1Transport", relay.url, relay))
     for name, variant in (
         ("streamproxy", "shipped"),
+        ("streamproxy, httpx2's transport", "httpx2"),
         ("streamproxy, asyncio + h11", "h11"),
         ("streamproxy, no coalescing", "nocoalesce"),
     ):

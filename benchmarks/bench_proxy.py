@@ -74,10 +74,16 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 UPSTREAM = sys.argv[1]
-# the same client settings and request headers as streamproxy.proxy.upstream.Upstream
+LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=200)
+# the same client settings and request headers as streamproxy.proxy.upstream.Upstream; with
+# "http1" after the URL, streamproxy's transport (what the transport alone earns a relay)
+TRANSPORT = None
+if sys.argv[2:3] == ["http1"]:
+    from streamproxy.proxy.http1 import Http1Transport
+
+    TRANSPORT = Http1Transport(limits=LIMITS)
 client = httpx2.AsyncClient(
-    timeout=httpx2.Timeout(600.0, connect=10.0),
-    limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200),
+    timeout=httpx2.Timeout(600.0, connect=10.0), limits=LIMITS, transport=TRANSPORT
 )
 HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
