@@ -38,9 +38,11 @@ from typing import Final, cast
 import httptools
 import httpx2
 
-__all__ = ["Http1Transport"]
+__all__ = ["MAX_HEAD_BYTES", "Http1Transport"]
 
 _DEFAULT_PORTS: Final = {b"http": 80, b"https": 443}
+MAX_HEAD_BYTES: Final = 64 * 1024
+"""The most bytes a response's status line and headers may take (h11 allows 16 KiB)."""
 _Origin = tuple[bytes, bytes, int]
 
 
@@ -243,6 +245,7 @@ class _Connection(asyncio.Protocol):
         self._status = 0
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
         self._has_head = False
         self._has_framing = False  # content-length or chunked: EOF before the end is an error
         self._is_keep_alive = False
@@ -379,6 +382,7 @@ class _Connection(asyncio.Protocol):
         self._status = 0
         self._reason = b""
         self._headers = []
+        self._head_size = 0
         self._has_head = False
         self._has_framing = False
         self._is_keep_alive = False
@@ -411,6 +415,13 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(httpx2.RemoteProtocolError("the upstream switched protocols"))
+            return
+        except httptools.HttpParserCallbackError as error:
+            if isinstance(error.__context__, _HeadTooLarge):
+                message = f"the upstream's response head exceeds {MAX_HEAD_BYTES} bytes"
+            else:
+                message = f"malformed response from the upstream: {error}"
+            self._fail(httpx2.RemoteProtocolError(message))
             return
         except httptools.HttpParserError as error:
             self._fail(httpx2.RemoteProtocolError(f"malformed response from the upstream: {error}"))
@@ -474,15 +485,22 @@ class _Connection(asyncio.Protocol):
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
+        self._head_size += len(status)
+        if self._head_size > MAX_HEAD_BYTES:
+            raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD_BYTES:
+            raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
             self._reason = b""
             self._headers = []
+            self._head_size = 0
             return
         self._status = status
         self._has_head = True
@@ -503,6 +521,10 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._has_head:
             self._is_complete = True
+
+
+class _HeadTooLarge(Exception):
+    """Raised in a parser callback; llhttp stops and ``feed_data`` reports it."""
 
 
 def _request_head(request: httpx2.Request) -> bytes:

@@ -21,7 +21,7 @@ import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamproxy.proxy.http1 import Http1Transport
+from streamproxy.proxy.http1 import MAX_HEAD_BYTES, Http1Transport
 
 pytestmark = pytest.mark.anyio
 
@@ -399,6 +399,24 @@ async def test_a_close_without_an_answer_and_garbage_are_protocol_errors() -> No
             await http.post(server.url, content=b"{}")
     async with server_for(answering(b"NOT HTTP AT ALL\r\n\r\n")) as server, client() as http:
         with pytest.raises(httpx2.RemoteProtocolError, match="malformed"):
+            await http.post(server.url, content=b"{}")
+
+
+async def test_an_endless_response_head_is_cut_at_its_bound() -> None:
+    def make(server: Server) -> Handler:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            for number in range(100_000):  # 4 MB of headers, never ending them
+                writer.write(b"x-filler-%06d: %s\r\n" % (number, b"y" * 24))
+                if number % 1000 == 0:
+                    await writer.drain()
+            await reader.read()
+
+        return handle
+
+    async with server_for(make) as server, client() as http:
+        with pytest.raises(httpx2.RemoteProtocolError, match=f"exceeds {MAX_HEAD_BYTES} bytes"):
             await http.post(server.url, content=b"{}")
 
 
