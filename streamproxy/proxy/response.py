@@ -12,7 +12,8 @@ writer sends everything the buffer holds as one ASGI body message (one write, on
 client) whenever it gets to run. When the upstream sends a burst (one socket read holding many
 events), the frames of the burst leave in one message instead of one each; when it sends one
 event at a time, each frame still leaves as soon as it is made. The first frame of a response
-is always sent alone, so the time to the first token never waits for a second one. The bytes
+is always sent alone and at once (the reader lets the writer run before it goes on), so the time
+to the first token waits neither for a second frame nor for the rest of a burst. The bytes
 the client receives are the same as frame-by-frame sending: the same frames, in the same order,
 with keep-alives only where nothing was sent for ``keepalive_interval``.
 """
@@ -137,10 +138,16 @@ class EventStreamResponse:
                 timer = loop.call_at(due, keepalive_due)
 
         async def read() -> None:
+            is_first = True
             try:
                 async for frame in self.frames:
                     if frame:
                         outbox.put(frame)
+                        if is_first:
+                            # step aside once: the writer sends the first frame now, not after
+                            # the reader has made (and closed) everything already readable
+                            is_first = False
+                            await asyncio.sleep(0)
                         if outbox.size >= MAX_PENDING_BYTES:
                             await outbox.wait_for_room()
             finally:

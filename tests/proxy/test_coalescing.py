@@ -258,3 +258,31 @@ def test_a_slow_client_holds_the_reader_back() -> None:
 
     asyncio.run(run())
     assert MAX_PENDING_BYTES / len(frame) <= made <= MAX_PENDING_BYTES / len(frame) + 3
+
+
+def test_the_first_frame_leaves_before_the_reader_makes_the_next() -> None:
+    # a burst already read (the next frames are made without waiting): the first frame is sent
+    # before the second is made, not after the reader has gone through the whole burst
+    events: list[str] = []
+
+    async def frames() -> AsyncIterator[bytes]:
+        for number in range(3):
+            events.append(f"made {number}")
+            yield b"data: %d\n\n" % number
+
+    async def run() -> None:
+        async def send(message: dict[str, object]) -> None:
+            body = message.get("body")
+            if message["type"] == "http.response.body" and body:
+                events.append(f"sent {body!r}")
+
+        async def receive() -> dict[str, object]:
+            await asyncio.Event().wait()
+            return {"type": "http.disconnect"}
+
+        response = EventStreamResponse(frames(), keepalive_interval=60)  # type: ignore[arg-type]
+        await response({}, receive, send)  # type: ignore[arg-type]
+
+    asyncio.run(run())
+    assert events[:2] == ["made 0", "sent b'data: 0\\n\\n'"]
+    assert events[-1] == "sent b'data: 1\\n\\ndata: 2\\n\\n'"  # the rest still coalesced
