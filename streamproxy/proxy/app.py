@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import uuid
+import secrets
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -187,10 +187,10 @@ def _answering_errors(endpoint: Endpoint) -> Endpoint:
     """The one error helper: every endpoint's errors become an OpenAI-shaped response."""
 
     async def answer(proxy: _Proxy, request: Request) -> Response:
-        request_id = f"req_{uuid.uuid4().hex[:16]}"
+        request_id = f"req_{secrets.token_hex(8)}"
         request.state.request_id = request_id
         headers = {"x-request-id": request_id}
-        telemetry = proxy.telemetry.request(request.method, request.url.path, request.headers)
+        telemetry = proxy.telemetry.request(request.method, _path(request), request.headers)
         request.state.telemetry = telemetry
         try:
             response = await endpoint(proxy, request)
@@ -213,6 +213,19 @@ def _answering_errors(endpoint: Endpoint) -> Endpoint:
         return response
 
     return answer
+
+
+_ROUTE_PATHS = frozenset(
+    {"/v1/chat/completions", "/chat/completions", "/v1/responses", "/responses"}
+    | {"/v1/models", "/models", "/metrics", DIAGNOSTICS_PATH}
+)
+
+
+def _path(request: Request) -> str:
+    """``request.url.path``, without building the whole URL for the usual paths (a request
+    under a root path, or with characters the URL escapes, gets the URL's own)."""
+    path = request.scope["path"]
+    return path if path in _ROUTE_PATHS else request.url.path
 
 
 class _Proxy:
