@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import uuid
+import secrets
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -187,10 +187,10 @@ def _answering_errors(endpoint: Endpoint) -> Endpoint:
     """The one error helper: every endpoint's errors become an OpenAI-shaped response."""
 
     async def answer(proxy: _Proxy, request: Request) -> Response:
-        request_id = f"req_{uuid.uuid4().hex[:16]}"
+        request_id = f"req_{secrets.token_hex(8)}"
         request.state.request_id = request_id
         headers = {"x-request-id": request_id}
-        telemetry = proxy.telemetry.request(request.method, request.url.path, request.headers)
+        telemetry = proxy.telemetry.request(request.method, _path(request), request.headers)
         request.state.telemetry = telemetry
         try:
             response = await endpoint(proxy, request)
@@ -213,6 +213,19 @@ def _answering_errors(endpoint: Endpoint) -> Endpoint:
         return response
 
     return answer
+
+
+_ROUTE_PATHS = frozenset(
+    {"/v1/chat/completions", "/chat/completions", "/v1/responses", "/responses"}
+    | {"/v1/models", "/models", "/metrics", DIAGNOSTICS_PATH}
+)
+
+
+def _path(request: Request) -> str:
+    """``request.url.path``, without building the whole URL for the usual paths (a request
+    under a root path, or with characters the URL escapes, gets the URL's own)."""
+    path = request.scope["path"]
+    return path if path in _ROUTE_PATHS else request.url.path
 
 
 class _Proxy:
@@ -475,23 +488,41 @@ async def _while_connected(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
     """Await ``work``, cancelling it if the client disconnects first.
 
     Only for before the response starts (the request body already read): once streaming,
-    ``EventStreamResponse`` watches for the disconnect itself.
+    ``EventStreamResponse`` watches for the disconnect itself. ``work`` runs in this task (one
+    task fewer per request than running it beside the watcher): a disconnect cancels this task,
+    and that cancellation becomes ``_ClientDisconnected`` here.
 
     Raises:
         _ClientDisconnected: the client went away; ``work`` was cancelled and awaited.
     """
-    task = asyncio.ensure_future(work)
+    current = asyncio.current_task()
+    assert current is not None
+    is_watching = True
+    is_cancelled_here = False
+
+    def cancel_work(watcher: asyncio.Future[None]) -> None:
+        nonlocal is_cancelled_here
+        # a done callback may already be scheduled when ``work`` ends: then it does nothing
+        if is_watching and not watcher.cancelled():
+            is_cancelled_here = True
+            current.cancel()
+
     watcher = asyncio.ensure_future(_disconnected(receive))
+    watcher.add_done_callback(cancel_work)
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        result = await work
+    except asyncio.CancelledError:
+        if is_cancelled_here:
+            is_cancelled_here = False
+            if current.uncancel() == 0:  # no one else cancelled this task
+                raise _ClientDisconnected from None
+        raise
     finally:
+        is_watching = False
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-        await asyncio.wait({task, watcher})
-    if task.cancelled() and watcher.done() and not watcher.cancelled():
-        raise _ClientDisconnected
-    return task.result()
+        if is_cancelled_here:  # ``work`` swallowed the cancellation: it does not stay pending
+            current.uncancel()
+    return result
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -61,6 +61,20 @@ async def _lookup(stash: StateStore, client: str, key: str) -> object | None:
         return None
 
 
+async def _lookups(stash: StateStore, client: str, keys: list[str | None]) -> list[object | None]:
+    """``_lookup`` of each key (None for a None key) in one round trip to the store: a
+    conversation of many turns waits for the store once, not once per assistant message."""
+    wanted = [key for key in keys if key is not None]
+    if not wanted:
+        return [None] * len(keys)
+    try:
+        values = iter(await stash.get_many(client, wanted))
+    except StateUnavailableError as error:
+        logger.warning("the state store is unavailable (%s): %s", error.store, error.reason)
+        return [None] * len(keys)
+    return [None if key is None else next(values) for key in keys]
+
+
 def content_key(content: str) -> str:
     """The store key for a finished turn's visible content."""
     return "content:" + hashlib.sha256(content.strip().encode()).hexdigest()
@@ -107,13 +121,30 @@ async def rebuild(
         StateUnavailableError: the conversation answers an approval and the store is down.
     """
     settlements: list[Settlement] = []
-    messages = await _with_chat_answer(messages, stash, signer, client, settlements)
+    question = _question(messages)
+    # the approval record a chat answer may settle, and each assistant message's stash entry
+    found = await _lookups(
+        stash,
+        client,
+        [
+            approval_record_key(question) if question is not None else None,
+            *(_stash_key(message) for message in messages),
+        ],
+    )
+    records, stashed = found[0], found[1:]
+    if question is not None:
+        answered = await _with_chat_answer(
+            messages, question, records, stash, signer, client, settlements
+        )
+        if answered is not messages:  # the answer became the pending calls' round
+            messages = answered
+            stashed = await _lookups(stash, client, [_stash_key(message) for message in messages])
     signed_calls: dict[str, tuple[str, str]] = {}  # signed id -> (name, arguments) as sent back
     expanded: list[Message] = []
-    for message in messages:
+    for message, entry in zip(messages, stashed, strict=True):
         if message.get("role") == "assistant":
             _record_signed_calls(message, signed_calls)
-        replacement = await _stashed(message, stash, client)
+        replacement = _restored(entry)
         expanded.extend(replacement if replacement is not None else [message])
     answer_start = _answer_start(expanded)
     rebuilt: list[Message] = []
@@ -154,21 +185,32 @@ async def rebuild(
     return rebuilt, settlements
 
 
+def _question(messages: list[Message]) -> str | None:
+    """The text of an assistant message that a user message answers, last in ``messages``: it
+    may have asked for an approval in chat."""
+    if len(messages) < 2 or messages[-1].get("role") != "user":
+        return None
+    question = messages[-2]
+    content = question.get("content")
+    if question.get("role") != "assistant" or not isinstance(content, str) or not content:
+        return None
+    return content
+
+
 async def _with_chat_answer(
     messages: list[Message],
+    content: str,
+    records: object | None,
     stash: StateStore,
     signer: ApprovalSigner | None,
     client: str,
     settlements: list[Settlement],
 ) -> list[Message]:
-    """Replace a chat user's yes or no with the pending calls' results (to be filled in)."""
-    if len(messages) < 2 or messages[-1].get("role") != "user":
-        return messages
-    question, answer = messages[-2], messages[-1]
-    content = question.get("content")
-    if question.get("role") != "assistant" or not isinstance(content, str) or not content:
-        return messages
-    records = await _lookup(stash, client, approval_record_key(content))
+    """Replace a chat user's yes or no with the pending calls' results (to be filled in).
+
+    ``content`` is the question's text (``_question``), ``records`` what the store holds under
+    its approval record key."""
+    answer = messages[-1]
     pending = [PendingCall.from_record(item) for item in records or []]  # type: ignore[attr-defined]
     calls = [call for call in pending if call is not None]
     if not calls:
@@ -203,17 +245,21 @@ async def _with_chat_answer(
     return [*messages[:-2], *restored, *results]
 
 
-async def _stashed(message: Message, stash: StateStore, client: str) -> list[Message] | None:
+def _stash_key(message: Message) -> str | None:
+    """The key the full upstream messages of an assistant message may be stashed under."""
     if message.get("role") != "assistant":
         return None
     tool_calls = message.get("tool_calls")
     if isinstance(tool_calls, list) and tool_calls:
-        ids = [str(call.get("id")) for call in tool_calls if isinstance(call, dict)]
-        found = await _lookup(stash, client, calls_key(ids))
-    elif isinstance(message.get("content"), str) and message["content"]:
-        found = await _lookup(stash, client, content_key(str(message["content"])))
-    else:
-        return None
+        return calls_key([str(call.get("id")) for call in tool_calls if isinstance(call, dict)])
+    content = message.get("content")
+    if isinstance(content, str) and content:
+        return content_key(content)
+    return None
+
+
+def _restored(found: object | None) -> list[Message] | None:
+    """The stashed messages, copied; None when the entry is missing or not a list."""
     if not isinstance(found, list):
         return None
     return [dict(item) for item in found if isinstance(item, dict)]

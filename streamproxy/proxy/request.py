@@ -155,17 +155,13 @@ def check_depth(body: object) -> None:
 
 
 def _depth_exceeds(value: object, limit: int) -> bool:
-    """Whether ``value`` nests lists and objects deeper than ``limit`` (iteratively)."""
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: list[object] = list(item.values())
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
+    """Whether ``value`` nests lists and objects deeper than ``limit``. Only containers are
+    visited (a body is mostly strings), and the recursion stops at ``limit`` + 1 levels."""
+    if not isinstance(value, dict | list):
+        return False
+    if limit < 1:
+        return True
+    for child in value.values() if isinstance(value, dict) else value:
+        if isinstance(child, dict | list) and _depth_exceeds(child, limit - 1):
             return True
-        stack.extend((child, depth + 1) for child in children)
     return False

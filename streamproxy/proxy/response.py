@@ -7,12 +7,14 @@ iterator and, beside it, a ``: keep-alive`` comment whenever nothing was sent fo
 ``keepalive_interval`` seconds. When the client disconnects, the iterator is cancelled (which
 closes the upstream request and cancels running tools) and closed.
 
-Two tasks share the work. The reader pulls frames from the iterator into a bounded buffer; the
-writer sends everything the buffer holds as one ASGI body message (one write, one wake-up of the
-client) whenever it gets to run. When the upstream sends a burst (one socket read holding many
-events), the frames of the burst leave in one message instead of one each; when it sends one
-event at a time, each frame still leaves as soon as it is made. The first frame of a response
-is always sent alone, so the time to the first token never waits for a second one. The bytes
+Two tasks share the work. The reader (the response's own task) pulls frames from the iterator
+into a bounded buffer; the writer sends everything the buffer holds as one ASGI body message
+(one write, one wake-up of the client) whenever it gets to run. When the upstream sends a burst
+(one socket read holding many events), the frames of the burst leave in one message instead of
+one each; when it sends one event at a time, each frame still leaves as soon as it is made. The
+first frame of a response is always sent alone and at once: the reader sends it itself (unless
+a keep-alive is on its way), so the time to the first token waits for no other task, no second
+frame and not the rest of a burst. A third task watches for the client's disconnect. The bytes
 the client receives are the same as frame-by-frame sending: the same frames, in the same order,
 with keep-alives only where nothing was sent for ``keepalive_interval``.
 """
@@ -120,11 +122,15 @@ class EventStreamResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
+        assert current is not None
         outbox = _Outbox(loop)
         interval = self.keepalive_interval
         per_message = None if self.coalesce else 1
         last_sent = loop.time()
         timer: asyncio.TimerHandle | None = None
+        count: int | None = 1  # the writer's next take: the first frame alone
+        is_sending = False  # a body message is on its way (only one at a time)
 
         def keepalive_due() -> None:
             # one timer per interval, re-armed from the last write (not one per frame)
@@ -136,35 +142,51 @@ class EventStreamResponse:
             else:
                 timer = loop.call_at(due, keepalive_due)
 
-        async def read() -> None:
+        async def send_body(body: bytes) -> None:
+            nonlocal last_sent, is_sending
+            is_sending = True
             try:
-                async for frame in self.frames:
-                    if frame:
-                        outbox.put(frame)
-                        if outbox.size >= MAX_PENDING_BYTES:
-                            await outbox.wait_for_room()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
             finally:
-                outbox.finish()
+                is_sending = False
+            last_sent = loop.time()
+
+        async def read() -> None:
+            """The frames into the outbox; the first one sent at once, unless a keep-alive is
+            on its way (the time to the first token waits for no other task)."""
+            nonlocal count
+            is_first = True
+            async for frame in self.frames:
+                if not frame:
+                    continue
+                if is_first:
+                    is_first = False
+                    if not is_sending:
+                        count = per_message
+                        await send_body(frame)
+                        continue
+                outbox.put(frame)
+                if outbox.size >= MAX_PENDING_BYTES:
+                    await outbox.wait_for_room()
 
         async def write() -> None:
-            nonlocal last_sent, timer
-            count: int | None = 1  # the first frame alone: the first token waits for nothing
+            nonlocal count, timer
             timer = loop.call_at(last_sent + interval, keepalive_due)
             while True:
-                if outbox.frames:
-                    body = outbox.take(count=count)
-                    count = per_message
-                elif outbox.is_finished:
-                    return
-                elif loop.time() - last_sent >= interval:
-                    body = KEEPALIVE_FRAME
-                else:
-                    if timer is None:
-                        timer = loop.call_at(last_sent + interval, keepalive_due)
-                    await outbox.wait()
-                    continue
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-                last_sent = loop.time()
+                if not is_sending:  # else the reader is sending the first frame
+                    if outbox.frames:
+                        body = outbox.take(count=count)
+                        count = per_message
+                        await send_body(body)
+                        continue
+                    if outbox.is_finished:
+                        return
+                    if loop.time() - last_sent >= interval:
+                        await send_body(KEEPALIVE_FRAME)
+                        continue
+                if timer is None:
+                    timer = loop.call_at(last_sent + interval, keepalive_due)
+                await outbox.wait()
 
         async def wait_for_disconnect() -> None:
             while True:
@@ -179,13 +201,45 @@ class EventStreamResponse:
                 "headers": [(key.encode(), value.encode()) for key, value in self.headers.items()],
             }
         )
-        read_task = asyncio.create_task(read())
+        # this task reads; the writer (frames made while a send is on its way, keep-alives) and
+        # the disconnect watcher run beside it, and either stops the reading if it ends first
         write_task = asyncio.create_task(write())
         disconnect_task = asyncio.create_task(wait_for_disconnect())
-        tasks = {read_task, write_task, disconnect_task}
+        tasks = {write_task, disconnect_task}
+        stopped_by: asyncio.Future[None] | None = None
+        is_watching = True
+        is_cancel_pending = False
+
+        def stop_reading(task: asyncio.Future[None]) -> None:
+            nonlocal stopped_by, is_cancel_pending
+            if is_watching and stopped_by is None and not task.cancelled():
+                stopped_by = task
+                is_cancel_pending = True
+                current.cancel()
+
+        write_task.add_done_callback(stop_reading)
+        disconnect_task.add_done_callback(stop_reading)
+        failure: BaseException | None = None
         try:
-            await asyncio.wait({write_task, disconnect_task}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await read()
+            except asyncio.CancelledError:
+                if not is_cancel_pending:
+                    raise
+                is_cancel_pending = False
+                if current.uncancel() != 0:  # cancelled by someone else too
+                    raise
+            except Exception as error:  # the frames failed: what they made is still sent
+                failure = error
+            is_watching = False
+            if is_cancel_pending:  # the reading swallowed the cancellation: not left pending
+                is_cancel_pending = False
+                current.uncancel()
+            outbox.finish()
+            if stopped_by is None:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            is_watching = False
             is_disconnected = not write_task.done()
             if timer is not None:
                 timer.cancel()
@@ -196,9 +250,9 @@ class EventStreamResponse:
         if is_disconnected:
             logger.info("the client disconnected; the stream was cancelled")
             return
-        for task in (read_task, write_task):
-            if not task.cancelled() and task.exception() is not None:
-                logger.error("the event stream failed", exc_info=task.exception())
-                break
+        if failure is None and not write_task.cancelled():
+            failure = write_task.exception()
+        if failure is not None:
+            logger.error("the event stream failed", exc_info=failure)
         with contextlib.suppress(OSError):
             await send({"type": "http.response.body", "body": b"", "more_body": False})

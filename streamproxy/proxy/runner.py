@@ -154,7 +154,7 @@ class TurnRunner:
     ) -> None:
         self.turn = turn
         self.observer = observer
-        self.redactor = redactor or Redactor(())
+        self.redactor = redactor if redactor is not None else Redactor(())
         """Every byte the client gets passes it: no secret leaves, in any encoding."""
         self.frames: ClientFrames = frames or ChatFrames(turn, self.redactor)
         self.upstream = upstream

@@ -48,8 +48,8 @@ The client sees one assistant message under one completion id and exactly one
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
@@ -331,7 +331,7 @@ class Turn:
         self._rounds: list[_Round] = []
         self.transcript: list[Message] = []
         """Upstream messages this turn added (assistant + tool results per tool round)."""
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.id = f"chatcmpl-{secrets.token_hex(16)}"
         self.model = str(request.body.get("model", ""))
         self.created = int(time.time())
         self.finish_reason: str | None = None

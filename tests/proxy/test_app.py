@@ -732,6 +732,51 @@ async def test_client_disconnect_closes_the_upstream_and_cancels_tools() -> None
     assert b"[DONE]" not in bodies
 
 
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_client_that_leaves_before_the_upstream_answers_is_a_499(stream: bool) -> None:
+    asked = asyncio.Event()
+    upstream_cancelled = asyncio.Event()
+
+    async def silent(request: httpx2.Request) -> httpx2.Response:
+        asked.set()
+        try:
+            await asyncio.sleep(60)  # the upstream never answers its head
+        except asyncio.CancelledError:
+            upstream_cancelled.set()
+            raise
+        raise AssertionError("not cancelled")
+
+    from streamproxy.proxy import create_app
+
+    app = create_app(
+        Config(upstream_url="http://upstream.test/v1", state_url="memory://"),
+        transport=httpx2.MockTransport(silent),
+    )
+    body = json.dumps({"model": MODEL, "messages": USER, "stream": stream}).encode()
+    disconnect = asyncio.Event()
+    sent: list[dict[str, object]] = []
+    request_sent = False
+
+    async def receive() -> dict[str, object]:
+        nonlocal request_sent
+        if not request_sent:
+            request_sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    call = asyncio.create_task(app(chat_scope(), receive, send))
+    await asyncio.wait_for(asked.wait(), timeout=2)
+    disconnect.set()
+    await asyncio.wait_for(call, timeout=2)
+    assert upstream_cancelled.is_set()
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 499
+    assert not call.cancelled()  # the cancellation stayed inside the request's work
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status", "code"),
     [

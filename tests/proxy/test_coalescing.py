@@ -226,10 +226,14 @@ def test_keepalives_while_the_upstream_is_quiet_and_none_while_it_sends() -> Non
     assert b'"content":"a"' in frames and b"[DONE]" in frames
 
 
-def test_a_slow_client_holds_the_reader_back() -> None:
-    # the writer is blocked in send; the reader stops once the buffer holds MAX_PENDING_BYTES
+@pytest.mark.parametrize("stuck_from", [1, 2])
+def test_a_slow_client_holds_the_reader_back(stuck_from: int) -> None:
+    # the client stops reading at its first body message (the reader, which sends the first
+    # frame itself, waits in that send) or at its second (the writer waits in send with what
+    # the buffer held, MAX_PENDING_BYTES; the reader stops once the buffer holds that again)
     frame = b"data: " + b"x" * 1000 + b"\n\n"
     made = 0
+    bodies = 0
 
     async def frames() -> AsyncIterator[bytes]:
         nonlocal made
@@ -242,8 +246,11 @@ def test_a_slow_client_holds_the_reader_back() -> None:
         disconnect = asyncio.Event()
 
         async def send(message: dict[str, object]) -> None:
+            nonlocal bodies
             if message["type"] == "http.response.body":
-                await gate.wait()
+                bodies += 1
+                if bodies >= stuck_from:
+                    await gate.wait()
 
         async def receive() -> dict[str, object]:
             await disconnect.wait()
@@ -257,4 +264,116 @@ def test_a_slow_client_holds_the_reader_back() -> None:
         await task
 
     asyncio.run(run())
-    assert MAX_PENDING_BYTES / len(frame) <= made <= MAX_PENDING_BYTES / len(frame) + 3
+    if stuck_from == 1:
+        assert made == 1
+    else:
+        bound = 2 * MAX_PENDING_BYTES / len(frame)
+        assert bound <= made - 1 <= bound + 3
+
+
+def test_the_first_frame_leaves_before_the_reader_makes_the_next() -> None:
+    # a burst already read (the next frames are made without waiting): the first frame is sent
+    # before the second is made, not after the reader has gone through the whole burst
+    events: list[str] = []
+
+    async def frames() -> AsyncIterator[bytes]:
+        for number in range(3):
+            events.append(f"made {number}")
+            yield b"data: %d\n\n" % number
+
+    async def run() -> None:
+        async def send(message: dict[str, object]) -> None:
+            body = message.get("body")
+            if message["type"] == "http.response.body" and body:
+                events.append(f"sent {body!r}")
+
+        async def receive() -> dict[str, object]:
+            await asyncio.Event().wait()
+            return {"type": "http.disconnect"}
+
+        response = EventStreamResponse(frames(), keepalive_interval=60)  # type: ignore[arg-type]
+        await response({}, receive, send)  # type: ignore[arg-type]
+
+    asyncio.run(run())
+    assert events[:2] == ["made 0", "sent b'data: 0\\n\\n'"]
+    assert events[-1] == "sent b'data: 1\\n\\ndata: 2\\n\\n'"  # the rest still coalesced
+
+
+async def _respond(
+    frames: AsyncIterator[bytes], *, fail_at: int = 0, leave: asyncio.Event | None = None
+) -> list[dict[str, object]]:
+    """Run an EventStreamResponse over ``frames``; its messages (``send`` raises OSError from
+    body message ``fail_at`` on; the client disconnects when ``leave`` is set)."""
+    sent: list[dict[str, object]] = []
+    gone = leave or asyncio.Event()
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.body":
+            bodies = sum(1 for item in sent if item["type"] == "http.response.body")
+            if fail_at and bodies + 1 >= fail_at:
+                raise OSError("the connection is closed")
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    response = EventStreamResponse(frames, keepalive_interval=60)  # type: ignore[arg-type]
+    await asyncio.wait_for(response({}, receive, send), timeout=2)  # type: ignore[arg-type]
+    return sent
+
+
+def test_a_failed_send_stops_the_frames_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    closed = asyncio.Event()
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            yield b"data: 1\n\n"
+            await asyncio.sleep(0)
+            yield b"data: 2\n\n"
+            await asyncio.sleep(60)
+            yield b"data: 3\n\n"
+        finally:
+            closed.set()
+
+    sent = asyncio.run(_respond(frames(), fail_at=2))
+    assert [m.get("body") for m in sent[1:]] == [b"data: 1\n\n"]
+    assert closed.is_set()
+    assert "the event stream failed" in caplog.text
+
+
+def test_frames_that_fail_still_send_what_they_made(caplog: pytest.LogCaptureFixture) -> None:
+    async def frames() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\n"
+        yield b"data: 2\n\n"
+        raise RuntimeError("a bug")
+
+    sent = asyncio.run(_respond(frames()))
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == b"data: 1\n\ndata: 2\n\n"  # type: ignore[misc]
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert "the event stream failed" in caplog.text and "a bug" in caplog.text
+
+
+@pytest.mark.parametrize("before_the_first_frame", [True, False])
+def test_a_client_that_leaves_stops_and_closes_the_frames(before_the_first_frame: bool) -> None:
+    closed = asyncio.Event()
+
+    async def run() -> list[dict[str, object]]:
+        leave = asyncio.Event()
+
+        async def frames() -> AsyncIterator[bytes]:
+            try:
+                if not before_the_first_frame:
+                    yield b"data: 1\n\n"
+                leave.set()
+                await asyncio.sleep(60)  # the upstream is silent
+                yield b"data: 2\n\n"
+            finally:
+                closed.set()
+
+        return await _respond(frames(), leave=leave)
+
+    sent = asyncio.run(run())
+    assert closed.is_set()
+    bodies = [m["body"] for m in sent if m["type"] == "http.response.body"]
+    assert bodies == ([] if before_the_first_frame else [b"data: 1\n\n"])  # no final message

@@ -28,6 +28,21 @@ async def test_get_returns_what_was_put(store: StateStore) -> None:
     assert await store.get("alice", "calls:call_2") is None
 
 
+async def test_get_many_returns_each_keys_value_in_order(
+    backend: Backend, store: StateStore
+) -> None:
+    await store.put("alice", "calls:call_1", MESSAGES, HOUR)
+    await store.put("alice", "content:short", ["soon gone"], SHORT)
+    await store.put("alice", "content:x", ["x"], HOUR)
+    await store.put("bob", "content:y", ["bob's"], HOUR)
+    await backend.advance(LONGER_THAN_SHORT)
+
+    keys = ["content:x", "content:short", "content:y", "calls:call_1", "content:x"]
+    assert await store.get_many("alice", keys) == [["x"], None, None, MESSAGES, ["x"]]
+    assert await store.get_many("alice", []) == []
+    assert await store.get_many("carol", ["content:x"]) == [None]
+
+
 async def test_put_replaces_the_value_under_its_key(store: StateStore) -> None:
     await store.put("alice", "key", ["first"], HOUR)
     await store.put("alice", "key", ["second"], HOUR)

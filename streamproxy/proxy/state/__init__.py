@@ -3,9 +3,9 @@ must agree on.
 
 Three things live here, each with an expiry:
 
-- the **stash** (``put``/``get``): the upstream messages a client's next request stands for
-  (``streamproxy.proxy.stash`` says which). JSON values, keyed by ``(client, key)``. Each
-  client has its own bounded share (``StateLimits.max_stash_entries`` and
+- the **stash** (``put``/``get``/``get_many``): the upstream messages a client's next request
+  stands for (``streamproxy.proxy.stash`` says which). JSON values, keyed by ``(client, key)``.
+  Each client has its own bounded share (``StateLimits.max_stash_entries`` and
   ``max_stash_bytes``): when a ``put`` overfills it, that client's expired entries go first,
   then its entries nearest their expiry (its oldest, since the proxy stashes with one ttl).
   Nothing one client does can evict another client's entries;
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -128,6 +128,11 @@ class StateStore(Protocol):
         """The value ``client`` stashed under ``key``, decoded; None when missing or expired.
 
         Another process or host wrote it: check its shape before use."""
+        ...
+
+    async def get_many(self, client: str, keys: Sequence[str]) -> list[object | None]:
+        """``get`` of each of ``keys``, in order, in one round trip to the store (a rebuilt
+        conversation looks up every assistant message at once)."""
         ...
 
     async def claim(self, client: str, key: str, ttl: float) -> ClaimResult:

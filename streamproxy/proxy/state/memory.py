@@ -12,6 +12,7 @@ import heapq
 import itertools
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from streamproxy.errors import StateUnavailableError
@@ -119,6 +120,13 @@ class MemoryStateStore:
 
     async def get(self, client: str, key: str) -> object | None:
         now = self._begin()
+        return self._get(client, key, now)
+
+    async def get_many(self, client: str, keys: Sequence[str]) -> list[object | None]:
+        now = self._begin()
+        return [self._get(client, key, now) for key in keys]
+
+    def _get(self, client: str, key: str, now: float) -> object | None:
         share = self._stash.get(client)
         entry = share.entries.get(key) if share is not None else None
         if entry is None or entry.expires <= now:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -104,6 +104,20 @@ if not expires or tonumber(expires) <= tonumber(ARGV[2]) then return false end
 return redis.call('HGET', KEYS[1], ARGV[1])
 """
 
+# KEYS: values hash, expiry zset. ARGV: now (ms), then the keys. One value (or false) per key.
+STASH_GET_MANY = """
+local values = {}
+for index = 2, #ARGV do
+  local expires = redis.call('ZSCORE', KEYS[2], ARGV[index])
+  if not expires or tonumber(expires) <= tonumber(ARGV[1]) then
+    values[index - 1] = false
+  else
+    values[index - 1] = redis.call('HGET', KEYS[1], ARGV[index])
+  end
+end
+return values
+"""
+
 # KEYS: record, client index. ARGV: ttl (ms), max entries, key, running record.
 # Returns {0, record} when held or recorded, {1} when claimed, {2} when the client is full.
 LEDGER_CLAIM = """
@@ -162,6 +176,7 @@ class RedisStateStore:
         self._redis: Redis = Redis.from_pool(pool)
         self._stash_put = self._redis.register_script(STASH_PUT)
         self._stash_get = self._redis.register_script(STASH_GET)
+        self._stash_get_many = self._redis.register_script(STASH_GET_MANY)
         self._ledger_claim = self._redis.register_script(LEDGER_CLAIM)
         self._ledger_record = self._redis.register_script(LEDGER_RECORD)
 
@@ -187,6 +202,16 @@ class RedisStateStore:
         keys = self._stash_keys(client)[:2]
         value = await self._run(self._stash_get(keys=keys, args=[key, now]))
         return None if value is None else decode_value(value, self._name)
+
+    async def get_many(self, client: str, keys: Sequence[str]) -> list[object | None]:
+        if not keys:
+            return []
+        now = _milliseconds(self._clock())
+        arguments: list[EncodableT] = [now, *keys]
+        values = await self._run(
+            self._stash_get_many(keys=self._stash_keys(client)[:2], args=arguments)
+        )
+        return [None if value is None else decode_value(value, self._name) for value in values]
 
     async def claim(self, client: str, key: str, ttl: float) -> ClaimResult:
         check_ttl(ttl)

@@ -25,7 +25,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -121,6 +121,10 @@ class SqliteStateStore:
     async def get(self, client: str, key: str) -> object | None:
         value = await self._run(self._get, client, key)
         return None if value is None else decode_value(value, self._name)
+
+    async def get_many(self, client: str, keys: Sequence[str]) -> list[object | None]:
+        values = await self._run(self._get_many, client, list(keys))
+        return [None if value is None else decode_value(value, self._name) for value in values]
 
     async def claim(self, client: str, key: str, ttl: float) -> ClaimResult:
         check_ttl(ttl)
@@ -248,6 +252,9 @@ class SqliteStateStore:
             (client, key, self._clock()),
         ).fetchone()
         return None if row is None else bytes(row[0])
+
+    def _get_many(self, client: str, keys: list[str]) -> list[bytes | None]:
+        return [self._get(client, key) for key in keys]  # one trip to this thread for them all
 
     def _claim(self, client: str, key: str, ttl: float) -> ClaimResult:
         now = self._clock()
