@@ -60,6 +60,7 @@ from streamproxy.proxy.approval import ApprovalSigner, client_identity
 from streamproxy.proxy.conversation import rebuild
 from streamproxy.proxy.diagnostics import DIAGNOSTICS_PATH, RequestCounter, Requests, snapshot
 from streamproxy.proxy.frames import ClientFrames
+from streamproxy.proxy.interruption import StopWhenDone
 from streamproxy.proxy.metrics import CONTENT_TYPE_LATEST
 from streamproxy.proxy.playground import playground
 from streamproxy.proxy.request import ChatRequest, parse_request
@@ -495,34 +496,13 @@ async def _while_connected(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
     Raises:
         _ClientDisconnected: the client went away; ``work`` was cancelled and awaited.
     """
-    current = asyncio.current_task()
-    assert current is not None
-    is_watching = True
-    is_cancelled_here = False
-
-    def cancel_work(watcher: asyncio.Future[None]) -> None:
-        nonlocal is_cancelled_here
-        # a done callback may already be scheduled when ``work`` ends: then it does nothing
-        if is_watching and not watcher.cancelled():
-            is_cancelled_here = True
-            current.cancel()
-
     watcher = asyncio.ensure_future(_disconnected(receive))
-    watcher.add_done_callback(cancel_work)
     try:
-        result = await work
-    except asyncio.CancelledError:
-        if is_cancelled_here:
-            is_cancelled_here = False
-            if current.uncancel() == 0:  # no one else cancelled this task
-                raise _ClientDisconnected from None
-        raise
+        with StopWhenDone(watcher):
+            return await work
     finally:
-        is_watching = False
         watcher.cancel()
-        if is_cancelled_here:  # ``work`` swallowed the cancellation: it does not stay pending
-            current.uncancel()
-    return result
+    raise _ClientDisconnected  # the block ended because the client left
 
 
 async def _disconnected(receive: Receive) -> None:

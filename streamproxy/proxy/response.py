@@ -29,6 +29,7 @@ from collections.abc import AsyncGenerator, Mapping
 from starlette.types import Message, Receive, Scope, Send
 
 from streamproxy.core.encode import encode_comment
+from streamproxy.proxy.interruption import StopWhenDone
 
 logger = logging.getLogger("streamproxy.proxy")
 
@@ -122,8 +123,6 @@ class EventStreamResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        current = asyncio.current_task()
-        assert current is not None
         outbox = _Outbox(loop)
         interval = self.keepalive_interval
         per_message = None if self.coalesce else 1
@@ -206,40 +205,17 @@ class EventStreamResponse:
         write_task = asyncio.create_task(write())
         disconnect_task = asyncio.create_task(wait_for_disconnect())
         tasks = {write_task, disconnect_task}
-        stopped_by: asyncio.Future[None] | None = None
-        is_watching = True
-        is_cancel_pending = False
-
-        def stop_reading(task: asyncio.Future[None]) -> None:
-            nonlocal stopped_by, is_cancel_pending
-            if is_watching and stopped_by is None and not task.cancelled():
-                stopped_by = task
-                is_cancel_pending = True
-                current.cancel()
-
-        write_task.add_done_callback(stop_reading)
-        disconnect_task.add_done_callback(stop_reading)
         failure: BaseException | None = None
         try:
-            try:
-                await read()
-            except asyncio.CancelledError:
-                if not is_cancel_pending:
-                    raise
-                is_cancel_pending = False
-                if current.uncancel() != 0:  # cancelled by someone else too
-                    raise
-            except Exception as error:  # the frames failed: what they made is still sent
-                failure = error
-            is_watching = False
-            if is_cancel_pending:  # the reading swallowed the cancellation: not left pending
-                is_cancel_pending = False
-                current.uncancel()
+            with StopWhenDone(write_task, disconnect_task) as stop:
+                try:
+                    await read()
+                except Exception as error:  # the frames failed: what they made is still sent
+                    failure = error
             outbox.finish()
-            if stopped_by is None:
+            if stop.stopped_by is None:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            is_watching = False
             is_disconnected = not write_task.done()
             if timer is not None:
                 timer.cancel()
