@@ -155,6 +155,7 @@ def create_app(
     if config.diagnostics:
         routes.append(Route(DIAGNOSTICS_PATH, proxy.diagnostics, methods=["GET"]))
         middleware.append(Middleware(RequestCounter, requests=proxy.requests))
+    proxy.route_paths = frozenset(route.path for route in routes)
     app = Starlette(
         routes=routes,
         middleware=middleware,
@@ -191,7 +192,8 @@ def _answering_errors(endpoint: Endpoint) -> Endpoint:
         request_id = f"req_{secrets.token_hex(8)}"
         request.state.request_id = request_id
         headers = {"x-request-id": request_id}
-        telemetry = proxy.telemetry.request(request.method, _path(request), request.headers)
+        path = _path(request, proxy.route_paths)
+        telemetry = proxy.telemetry.request(request.method, path, request.headers)
         request.state.telemetry = telemetry
         try:
             response = await endpoint(proxy, request)
@@ -216,17 +218,11 @@ def _answering_errors(endpoint: Endpoint) -> Endpoint:
     return answer
 
 
-_ROUTE_PATHS = frozenset(
-    {"/v1/chat/completions", "/chat/completions", "/v1/responses", "/responses"}
-    | {"/v1/models", "/models", "/metrics", DIAGNOSTICS_PATH}
-)
-
-
-def _path(request: Request) -> str:
-    """``request.url.path``, without building the whole URL for the usual paths (a request
+def _path(request: Request, own_paths: frozenset[str]) -> str:
+    """``request.url.path``, without building the whole URL for the app's own paths (a request
     under a root path, or with characters the URL escapes, gets the URL's own)."""
-    path = request.scope["path"]
-    return path if path in _ROUTE_PATHS else request.url.path
+    path: str = request.scope["path"]
+    return path if path in own_paths else request.url.path
 
 
 class _Proxy:
@@ -265,6 +261,8 @@ class _Proxy:
         self.telemetry = telemetry or Telemetry(upstream_url=config.upstream_url)
         self._signer: ApprovalSigner | None = None
         self.services: tuple[Service, ...] = ()
+        self.route_paths: frozenset[str] = frozenset()
+        """The paths of the app's routes (``create_app`` fills it in)."""
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
