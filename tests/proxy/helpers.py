@@ -266,6 +266,40 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
 AsyncBody = Callable[[], Awaitable[None]]
 
 
+class AsgiClient:
+    """One request's ``receive`` and ``send``, for tests that drive the app by hand: the body
+    once, then ``http.disconnect`` when ``leave`` is set (by the test, or at the response's end
+    with ``leave_at_end``); every message the app sends is kept in ``sent``."""
+
+    def __init__(self, body: bytes, *, leave_at_end: bool = False) -> None:
+        self.body = body
+        self.leave = asyncio.Event()
+        self.sent: list[dict[str, object]] = []
+        self._leave_at_end = leave_at_end
+        self._is_body_sent = False
+
+    async def receive(self) -> dict[str, object]:
+        if not self._is_body_sent:
+            self._is_body_sent = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        await self.leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, object]) -> None:
+        self.sent.append(message)
+        is_end = message["type"] == "http.response.body" and not message.get("more_body", False)
+        if self._leave_at_end and is_end:
+            self.leave.set()
+
+    def body_bytes(self) -> bytes:
+        """Every body message's bytes, joined."""
+        return b"".join(
+            bytes(message.get("body", b""))  # type: ignore[arg-type]
+            for message in self.sent
+            if message["type"] == "http.response.body"
+        )
+
+
 def chat_scope(*headers: tuple[bytes, bytes]) -> dict[str, object]:
     """The ASGI scope of ``POST /v1/chat/completions`` with JSON and ``headers``, for tests that
     drive the app's ``receive``/``send`` by hand."""

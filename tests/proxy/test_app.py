@@ -15,6 +15,7 @@ from streamproxy.proxy.tools import ToolSet, tool
 
 from .helpers import (
     MODEL,
+    AsgiClient,
     ScriptedUpstream,
     chat_scope,
     chunk,
@@ -704,30 +705,14 @@ async def test_client_disconnect_closes_the_upstream_and_cancels_tools() -> None
         tools=ToolSet([forever]),
         transport=upstream.transport(),
     )
-    body = json.dumps({"model": MODEL, "messages": USER, "stream": True}).encode()
-    disconnect = asyncio.Event()
-    sent: list[dict[str, object]] = []
-    request_sent = False
-
-    async def receive() -> dict[str, object]:
-        nonlocal request_sent
-        if not request_sent:
-            request_sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await disconnect.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, object]) -> None:
-        sent.append(message)
-
-    scope = chat_scope()
-    call = asyncio.create_task(app(scope, receive, send))
+    client = AsgiClient(json.dumps({"model": MODEL, "messages": USER, "stream": True}).encode())
+    call = asyncio.create_task(app(chat_scope(), client.receive, client.send))
     await asyncio.wait_for(tool_started.wait(), timeout=2)
-    disconnect.set()
+    client.leave.set()
     await asyncio.wait_for(call, timeout=2)
     await asyncio.wait_for(tool_cancelled.wait(), timeout=2)
     assert upstream.closed == 1
-    bodies = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")  # type: ignore[misc]
+    bodies = client.body_bytes()
     assert b"Working" in bodies
     assert b"[DONE]" not in bodies
 
@@ -752,27 +737,13 @@ async def test_a_client_that_leaves_before_the_upstream_answers_is_a_499(stream:
         Config(upstream_url="http://upstream.test/v1", state_url="memory://"),
         transport=httpx2.MockTransport(silent),
     )
-    body = json.dumps({"model": MODEL, "messages": USER, "stream": stream}).encode()
-    disconnect = asyncio.Event()
-    sent: list[dict[str, object]] = []
-    request_sent = False
-
-    async def receive() -> dict[str, object]:
-        nonlocal request_sent
-        if not request_sent:
-            request_sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await disconnect.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, object]) -> None:
-        sent.append(message)
-
-    call = asyncio.create_task(app(chat_scope(), receive, send))
+    client = AsgiClient(json.dumps({"model": MODEL, "messages": USER, "stream": stream}).encode())
+    call = asyncio.create_task(app(chat_scope(), client.receive, client.send))
     await asyncio.wait_for(asked.wait(), timeout=2)
-    disconnect.set()
+    client.leave.set()
     await asyncio.wait_for(call, timeout=2)
     assert upstream_cancelled.is_set()
+    sent = client.sent
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 499
     assert not call.cancelled()  # the cancellation stayed inside the request's work
 

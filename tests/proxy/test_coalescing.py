@@ -25,7 +25,14 @@ from streamproxy.config import Config
 from streamproxy.proxy import create_app
 from streamproxy.proxy.response import MAX_PENDING_BYTES, EventStreamResponse
 from streamproxy.proxy.tools import ToolSet, tool
-from tests.proxy.helpers import MODEL, ScriptedUpstream, chat_scope, content_round, tool_round
+from tests.proxy.helpers import (
+    MODEL,
+    AsgiClient,
+    ScriptedUpstream,
+    chat_scope,
+    content_round,
+    tool_round,
+)
 
 USER = [{"role": "user", "content": "What's the weather in Paris?"}]
 CONFIG = Config(upstream_url="http://upstream.test/v1", api_key="sk-key", state_url="memory://")
@@ -53,29 +60,13 @@ async def call_app(
 ) -> Received:
     """POST ``body`` to the app at the ASGI level; every message it sends, recorded."""
     app = create_app(config, tools=ToolSet([get_weather]), transport=upstream.transport())
-    request_body = orjson.dumps(body)
-    messages: list[dict[str, object]] = []
-    is_sent = False
-    finished = asyncio.Event()
-
-    async def receive() -> dict[str, object]:
-        nonlocal is_sent
-        if not is_sent:
-            is_sent = True
-            return {"type": "http.request", "body": request_body, "more_body": False}
-        await finished.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, object]) -> None:
-        messages.append(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            finished.set()
-
+    client = AsgiClient(orjson.dumps(body), leave_at_end=True)
+    messages = client.sent
     scope = chat_scope((b"host", b"proxy.test"))
     previous = EventStreamResponse.coalesce
     EventStreamResponse.coalesce = coalesce
     try:
-        await app(scope, receive, send)  # type: ignore[arg-type]
+        await app(scope, client.receive, client.send)  # type: ignore[arg-type]
     finally:
         EventStreamResponse.coalesce = previous
     start = messages[0]
