@@ -87,8 +87,11 @@ async def serving(
         listener.close()
 
 
-def answering(*responses: bytes, pause: float = 0.0) -> Callable[[Server], Handler]:
-    """A handler answering each request on a connection with the next response, whole."""
+def answering(
+    *responses: bytes, pause: float = 0.0, then_close: bool = False
+) -> Callable[[Server], Handler]:
+    """A handler answering each request on a connection with the next response, whole; then
+    waiting for the client to close, or closing the connection itself (``then_close``)."""
 
     def make(server: Server) -> Handler:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -98,7 +101,8 @@ def answering(*responses: bytes, pause: float = 0.0) -> Callable[[Server], Handl
                     await asyncio.sleep(pause)
                 writer.write(response)
                 await writer.drain()
-            await reader.read()  # until the client closes
+            if not then_close:
+                await reader.read()  # until the client closes
 
         return handle
 
@@ -174,16 +178,7 @@ async def test_status_reason_and_repeated_headers_are_kept() -> None:
 
 async def test_a_body_ended_by_close_is_read_to_its_end() -> None:
     answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: x\n\n"
-
-    def make(server: Server) -> Handler:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.read_request(reader)
-            writer.write(answer)
-            await writer.drain()
-
-        return handle
-
-    async with server_for(make) as server, client() as http:
+    async with server_for(answering(answer, then_close=True)) as server, client() as http:
         first = await http.post(server.url, content=b"{}")
         second = await http.post(server.url, content=b"{}")
     assert first.content == second.content == b"data: x\n\n"
@@ -262,16 +257,8 @@ async def test_connection_close_and_an_unfinished_body_are_never_reused() -> Non
 
 async def test_an_idle_connection_the_server_closed_is_replaced_silently() -> None:
     answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-
-    def make(server: Server) -> Handler:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.read_request(reader)
-            writer.write(answer)
-            await writer.drain()  # then close, as a server whose keep-alive timed out
-
-        return handle
-
-    async with server_for(make) as server, client() as http:
+    # then close, as a server whose keep-alive timed out
+    async with server_for(answering(answer, then_close=True)) as server, client() as http:
         await http.post(server.url, content=b"{}")
         await asyncio.sleep(0.05)  # the close reaches the client
         assert (await http.post(server.url, content=b"{}")).content == b"ok"
@@ -367,16 +354,9 @@ async def test_a_trickle_faster_than_the_read_timeout_never_times_out() -> None:
 
 
 async def test_a_body_cut_short_hands_on_what_came_then_a_protocol_error() -> None:
-    def make(server: Server) -> Handler:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.read_request(reader)
-            writer.write(SSE_HEAD + b"9\r\ndata: 1\n\n\r\n4\r\nda")
-            await writer.drain()
-
-        return handle
-
+    cut_short = SSE_HEAD + b"9\r\ndata: 1\n\n\r\n4\r\nda"
     async with (
-        server_for(make) as server,
+        server_for(answering(cut_short, then_close=True)) as server,
         client() as http,
         http.stream("POST", server.url, content=b"{}") as response,
     ):
@@ -388,13 +368,7 @@ async def test_a_body_cut_short_hands_on_what_came_then_a_protocol_error() -> No
 
 
 async def test_a_close_without_an_answer_and_garbage_are_protocol_errors() -> None:
-    def make(server: Server) -> Handler:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.read_request(reader)
-
-        return handle
-
-    async with server_for(make) as server, client() as http:
+    async with server_for(answering(b"", then_close=True)) as server, client() as http:
         with pytest.raises(httpx2.RemoteProtocolError, match="without answering"):
             await http.post(server.url, content=b"{}")
     async with server_for(answering(b"NOT HTTP AT ALL\r\n\r\n")) as server, client() as http:
