@@ -51,19 +51,13 @@ Message = dict[str, object]
 logger = logging.getLogger("streamproxy.proxy")
 
 
-async def _lookup(stash: StateStore, client: str, key: str) -> object | None:
-    """A stash entry, or None when missing or when the store cannot be reached: the client's own
-    messages are then sent as they are (still a valid conversation, only a less complete one)."""
-    try:
-        return await stash.get(client, key)
-    except StateUnavailableError as error:
-        logger.warning("the state store is unavailable (%s): %s", error.store, error.reason)
-        return None
-
-
 async def _lookups(stash: StateStore, client: str, keys: list[str | None]) -> list[object | None]:
-    """``_lookup`` of each key (None for a None key) in one round trip to the store: a
-    conversation of many turns waits for the store once, not once per assistant message."""
+    """The stash entry of each key (None for a None key) in one round trip to the store: a
+    conversation of many turns waits for the store once, not once per assistant message.
+
+    An entry is None when missing or when the store cannot be reached: the client's own
+    messages are then sent as they are (still a valid conversation, only a less complete one).
+    """
     wanted = [key for key in keys if key is not None]
     if not wanted:
         return [None] * len(keys)
@@ -215,7 +209,7 @@ async def _with_chat_answer(
     calls = [call for call in pending if call is not None]
     if not calls:
         return messages
-    round_messages = await _lookup(stash, client, content_key(content))
+    (round_messages,) = await _lookups(stash, client, [content_key(content)])
     if not isinstance(round_messages, list):
         return messages
     if signer is None:
