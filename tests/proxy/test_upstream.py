@@ -67,6 +67,61 @@ async def test_streams_raw_bytes_unchanged_and_sends_key_and_body() -> None:
     await upstream.aclose()
 
 
+class TracingHooks:
+    """Hooks that add a trace header (as telemetry does) and record nothing else."""
+
+    def request_headers(self) -> dict[str, str]:
+        return {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+    def retrying(self, attempt: int, error: UpstreamError) -> None:
+        pass
+
+    def failed_upstream(self, error: UpstreamError) -> None:
+        pass
+
+    def response_closed(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("hooks", [None, TracingHooks()], ids=["plain", "hooked"])
+async def test_chat_request_has_one_of_each_header_and_the_timeouts(
+    hooks: TracingHooks | None,
+) -> None:
+    """The chat POST bypasses the client's send(): it still carries the client's own headers
+    once each (no second Accept beside the client's default), the hooks' headers, and the
+    configured timeouts."""
+    seen: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(200, stream=ChunkedStream([b"data: [DONE]\n\n"]))
+
+    upstream = Upstream(
+        "http://upstream.test/v1",
+        api_key=KEY,
+        transport=httpx2.MockTransport(handler),
+        timeout=42.0,
+        connect_timeout=3.0,
+    )
+    async with await upstream.open_chat({"model": "m"}, hooks=hooks) as response:
+        assert response.status_code == 200
+    (request,) = seen
+    names = [name.lower() for name, _ in request.headers.raw]
+    assert len(names) == len(set(names)), names
+    assert request.headers["accept"] == "text/event-stream"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert request.headers["user-agent"].startswith("python-httpx")
+    assert ("traceparent" in request.headers) is (hooks is not None)
+    assert request.extensions["timeout"] == {
+        "connect": 3.0,
+        "read": 42.0,
+        "write": 42.0,
+        "pool": 42.0,
+    }
+    await upstream.aclose()
+
+
 @pytest.mark.parametrize(
     ("base_url", "is_strict", "expected"),
     [
