@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Protocol
 
 import orjson
@@ -168,6 +168,8 @@ class TurnRunner:
         self._running: dict[str, Call] = {}
         self._settled: list[Output] = []
         """Progress of the approvals settled by ``start``, sent first in the stream."""
+        self._awaits_first_frame = True
+        """No frame went to the client yet: reads are handled an event at a time (``_pieces``)."""
 
     async def start(self) -> None:
         """Settle the approvals, then open the first upstream response.
@@ -190,8 +192,10 @@ class TurnRunner:
         redact = self.redactor.redact_bytes
         try:
             if self._settled:
+                self._awaits_first_frame = False
                 yield redact(b"".join(self.frames.encode(self._settled)))
             async for frames in self._rounds(streaming=True):
+                self._awaits_first_frame = False
                 yield redact(frames)
         except StreamProxyError as error:
             logger.warning("request %s failed mid-stream: %s", self.request_id, error.message)
@@ -210,6 +214,7 @@ class TurnRunner:
         Raises:
             StreamProxyError: the turn failed (the client gets its status and body).
         """
+        self._awaits_first_frame = False  # no frames: reads are handled whole
         try:
             async for _ in self._rounds(streaming=False):
                 pass
@@ -251,17 +256,20 @@ class TurnRunner:
                     if is_first:
                         self.observer.round_first_chunk()
                         is_first = False
-                    try:
-                        events = stream.receive_data(data)
-                    except ProtocolError as error:
-                        turn.fail_round(error)
-                        events = stream.receive_eof()
-                    if events:
-                        reader.progressed()
-                    frames = self._act(*turn.handle(events))
-                    if frames and streaming:
-                        self.observer.output_frames()
-                        yield b"".join(frames)
+                    for piece in self._pieces(data):
+                        try:
+                            events = stream.receive_data(piece)
+                        except ProtocolError as error:
+                            turn.fail_round(error)
+                            events = stream.receive_eof()
+                        if events:
+                            reader.progressed()
+                        frames = self._act(*turn.handle(events))
+                        if frames and streaming:
+                            self.observer.output_frames()
+                            yield b"".join(frames)
+                        if stream.is_ended:
+                            break
                     if stream.is_ended:
                         break
                 if not stream.is_ended:
@@ -304,6 +312,22 @@ class TurnRunner:
                 if streaming:
                     yield b"".join(self.frames.final())
                 return
+
+    def _pieces(self, data: bytes) -> Iterator[bytes]:
+        """``data`` as it came; until the client has its first frame, cut after each event.
+
+        A burst read at once (the role chunk, the first token and the next twenty) then sends
+        the first token as soon as its own event is handled, not after the whole read is
+        parsed. The stream's events are the same for any cut of its bytes.
+        """
+        start = 0
+        while self._awaits_first_frame:
+            end = data.find(b"\n\n", start) + 2  # after the blank line (1: none; CRLF framing)
+            if end < 2 + start or end >= len(data):
+                break
+            yield data[start:end]
+            start = end
+        yield data[start:] if start else data
 
     def _act(self, outputs: list[Output], actions: list[Action]) -> list[bytes]:
         """Carry out the turn's actions; the frames for its outputs and the tool starts."""

@@ -262,6 +262,24 @@ def test_a_slow_client_holds_the_reader_back(stuck_from: int) -> None:
         assert bound <= made - 1 <= bound + 3
 
 
+@pytest.mark.parametrize("coalesce", [True, False], ids=["coalesced", "frame-by-frame"])
+def test_the_first_frame_of_a_burst_read_at_once_leaves_alone(coalesce: bool) -> None:
+    # the whole answer in one upstream read: the first frame is handled and sent before the
+    # events after it are parsed (one data line in the first message), the rest as before
+    body = {"model": MODEL, "messages": USER, "stream": True}
+    data = b"".join(rounds("content")[0])
+    upstream = ScriptedUpstream([functools.partial(reads, [data], [])])
+    received = asyncio.run(call_app(upstream, body, coalesce=coalesce))
+    assert received.bodies[0].count(b"data: ") == 1
+    assert b'"reasoning_content":"think"' in received.bodies[0]
+    frame_by_frame = asyncio.run(
+        both("content", [match.end() for match in re.finditer(rb"\n\n", data)], [], body)
+    )[0]
+    assert normalised(received.raw) == normalised(frame_by_frame.raw)
+    if coalesce:
+        assert len(received.bodies) == 2  # the first frame alone, then the rest in one
+
+
 def test_the_first_frame_leaves_before_the_reader_makes_the_next() -> None:
     # a burst already read (the next frames are made without waiting): the first frame is sent
     # before the second is made, not after the reader has gone through the whole burst
