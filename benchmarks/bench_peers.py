@@ -671,7 +671,9 @@ def table(rows: dict[str, dict[str, float]], args: argparse.Namespace, load: str
 
 
 def chart(rows: dict[str, dict[str, float]], python: str) -> None:
-    """``benchmarks/peers.png``: four panels, one per figure (drawn by ``python``)."""
+    """``benchmarks/peers.png``: one panel per figure, two rows of three (drawn by ``python``);
+    the CPU and first-token panels are on a log scale where their values span more than 10x
+    (LiteLLM's), so the other bars stay readable."""
     data = {name: {k: v for k, v in row.items() if k != "levels"} for name, row in rows.items()}
     script = textwrap.dedent(
         """
@@ -679,25 +681,32 @@ def chart(rows: dict[str, dict[str, float]], python: str) -> None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
         rows = json.loads(sys.argv[1])
-        panels = [
-            ("cpu_c1", "burst CPU per chunk, c=1 (µs)"),
-            ("cpu_c32", "burst CPU per chunk, c=32 (µs)"),
-            ("capacity", "20 ms-paced streams carried (added p99 gap < 20 ms)"),
-            ("paced_cpu", "paced CPU per chunk, 64 streams (µs)"),
-            ("added_ttft", "added median time to first token (ms)"),
-            ("kib_per_stream", "memory per open stream (KiB)"),
+        panels = [  # key, title, may be on a log scale
+            ("cpu_c1", "burst CPU per chunk, c=1 (µs)", True),
+            ("cpu_c32", "burst CPU per chunk, c=32 (µs)", True),
+            ("capacity", "20 ms-paced streams carried (p99 gap +20 ms)", False),
+            ("paced_cpu", "paced CPU per chunk, 64 streams (µs)", True),
+            ("added_ttft", "added median time to first token (ms)", True),
+            ("kib_per_stream", "memory per open stream (KiB)", False),
         ]
         direct = rows["direct"]["ttft_ms"]
         for row in rows.values():
             row["added_ttft"] = row["ttft_ms"] - direct
-        figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.2))
-        for axis, (key, title) in zip(axes, panels):
+        figure, axes = plt.subplots(2, 3, figsize=(15, 8))
+        for axis, (key, title, may_log) in zip(axes.flat, panels):
             names = [n for n, row in rows.items() if key in row and n != "direct"]
             values = [rows[n][key] for n in names]
             colours = ["#d62728" if n == "streamproxy" else "#7f7f7f" for n in names]
             axis.barh(names, values, color=colours)
             axis.invert_yaxis()
+            positive = [value for value in values if value > 0]
+            if may_log and positive and max(positive) / min(positive) > 10:
+                axis.set_xscale("log")
+                axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+                axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                title += ", log scale"
             axis.set_title(title, fontsize=9)
             for y, value in enumerate(values):
                 axis.text(value, y, f" {value:.3g}", va="center", fontsize=8)

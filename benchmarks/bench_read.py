@@ -143,6 +143,9 @@ async def main(args: argparse.Namespace) -> None:
                 best[name] = min(best[name], spent / args.chunks)
     await client.aclose()
     await fast_client.aclose()
+    assert protocol.transport is not None
+    protocol.transport.close()
+    await asyncio.sleep(0.1)  # every handler sees its client leave (no reads cancelled at exit)
     server.close()
     base = best["httpx2 aiter_bytes"]
     print(f"loop: {type(loop).__module__}; {args.chunks} chunks, best of {args.repeats}")
