@@ -24,7 +24,10 @@ upstream as an ``openai/`` provider with ``api_base``). Figures:
   direct's at the same concurrency) stays under 20 ms; levels double from 16, then one bisection
   step between the last pass and the first fail;
 - **added time to first token**: median (and p90) time to the first content byte through the
-  hop minus direct's, concurrency 1, the paths taking turns request by request;
+  hop minus direct's, concurrency 1, the paths taking turns request by request (each request
+  finds its hop idle since the others ran: caches cold, process asleep); and **steady**, the
+  paths taking turns in blocks of 21 requests, the first of each block not counted (a hop that
+  serves request after request, as a proxy in use does);
 - **memory per open stream**: the hop's RSS with M streams held open after their first token,
   minus its RSS before, over M.
 
@@ -66,6 +69,7 @@ CLIENT_CPU = 0
 FIRST_CONTENT = re.compile(rb'"content":"[^"]')
 CONTENT = b'"content":"'
 PACED_CPU_LEVEL = 64  # the paced level whose CPU per chunk is reported
+STEADY_BLOCK = 21  # first token, steady: requests in a row per path and turn, the first not counted
 paced_cpu: dict[str, float] = {}
 FAKE_UPSTREAM = r"""
 import asyncio
@@ -445,17 +449,29 @@ async def capacity(
     return passed, seen
 
 
-async def first_token(paths: list[Path_], *, requests: int) -> dict[str, list[float]]:
-    """Seconds to the first content byte, per path, the paths taking turns."""
+async def first_token(
+    paths: list[Path_], *, requests: int, block: int = 1
+) -> dict[str, list[float]]:
+    """Seconds to the first content byte, per path, the paths taking turns.
+
+    ``block`` 1: one request each per turn, so every request finds its hop idle while the
+    others ran (its caches cold, its process asleep). Larger: ``block`` requests in a row, the
+    first of each block not counted (a hop serving steadily, as a busy proxy does).
+    """
     connections = {path.name: (await path.connect(1))[0] for path in paths}
     times: dict[str, list[float]] = {path.name: [] for path in paths}
     body = request_body("burst 5")
+    warm_turns = 20 if block == 1 else 1
+    turn = 0
     try:
-        for number in range(requests + 20):
-            for path in paths[number % len(paths) :] + paths[: number % len(paths)]:
-                result = await connections[path.name].post(path.host, body, path.headers)
-                if number >= 20:
-                    times[path.name].append(result.first_content)
+        while min(len(values) for values in times.values()) < requests:
+            start = turn % len(paths)
+            for path in paths[start:] + paths[:start]:
+                for number in range(block):
+                    result = await connections[path.name].post(path.host, body, path.headers)
+                    if turn >= warm_turns and (block == 1 or number > 0):
+                        times[path.name].append(result.first_content)
+            turn += 1
     finally:
         close(list(connections.values()))
     return times
@@ -563,9 +579,11 @@ async def measure(args: argparse.Namespace, paths: list[Path_]) -> dict[str, dic
         close(connections)
     print("  first token", file=sys.stderr)
     times = await first_token(paths, requests=args.ttft_requests)
+    steady = await first_token(paths, requests=args.ttft_requests, block=STEADY_BLOCK)
     for path in paths:
         rows[path.name]["ttft_ms"] = statistics.median(times[path.name]) * 1000
         rows[path.name]["ttft_p90_ms"] = percentile(times[path.name], 0.9) * 1000
+        rows[path.name]["steady_ttft_ms"] = statistics.median(steady[path.name]) * 1000
     for concurrency in (1, 32):
         print(f"  burst CPU, concurrency {concurrency}", file=sys.stderr)
         rounds = args.rounds * (4 if concurrency == 1 else 1)
@@ -626,15 +644,18 @@ def table(rows: dict[str, dict[str, float]], args: argparse.Namespace, load: str
         f"{version('starlette')}{litellm_version}; hops on CPU {HOP_CPU}, upstream and client on "
         f"CPU {CLIENT_CPU}; load average {load}. Burst: {args.chunks}-chunk streams, "
         f"{args.rounds * 4} rounds at concurrency 1 and {args.rounds} x 32, best of 2 turns; "
-        f"first token: {args.ttft_requests} requests per path; memory: {args.hold} streams held; "
+        f"first token: {args.ttft_requests} requests per path, taking turns request by request, "
+        f"then (steady) in blocks of {STEADY_BLOCK}, the first of each not counted; "
+        f"memory: {args.hold} streams held; "
         f"capacity: {args.paced_chunks} chunks 20 ms apart per stream.",
         "",
         "| path | burst CPU per chunk, c=1 (µs) | burst CPU per chunk, c=32 (µs) "
         "| vs relay c=1 / c=32 | paced capacity (streams, added p99 gap < 20 ms) "
         f"| paced CPU per chunk, {PACED_CPU_LEVEL} streams (µs) | vs relay "
         "| median TTFT (ms) | added median TTFT vs direct (ms) | p90 TTFT (ms) "
+        "| median TTFT, steady (ms) | added, steady (ms) "
         "| memory per open stream (KiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     relay = rows.get("relay", {})
     direct = rows["direct"]
@@ -657,6 +678,8 @@ def table(rows: dict[str, dict[str, float]], args: argparse.Namespace, load: str
             f"| {show('capacity', '{:.0f}')} | {show('paced_cpu')} | {paced_ratio} "
             f"| {row['ttft_ms']:.2f} "
             f"| {row['ttft_ms'] - direct['ttft_ms']:+.2f} | {row['ttft_p90_ms']:.2f} "
+            f"| {row['steady_ttft_ms']:.2f} "
+            f"| {row['steady_ttft_ms'] - direct['steady_ttft_ms']:+.2f} "
             f"| {show('kib_per_stream')} |"
         )
     lines.append("")
@@ -688,12 +711,13 @@ def chart(rows: dict[str, dict[str, float]], python: str) -> None:
             ("cpu_c32", "burst CPU per chunk, c=32 (µs)", True),
             ("capacity", "20 ms-paced streams carried (p99 gap +20 ms)", False),
             ("paced_cpu", "paced CPU per chunk, 64 streams (µs)", True),
-            ("added_ttft", "added median time to first token (ms)", True),
-            ("kib_per_stream", "memory per open stream (KiB)", False),
-        ]
-        direct = rows["direct"]["ttft_ms"]
+            ("added_ttft", "added median TTFT, turn by turn (ms)", True),
+            ("added_steady_ttft", "added median TTFT, steady (ms)", True),
+        ]  # memory per open stream is in the table only: RSS hardly resolves it
+        direct = rows["direct"]
         for row in rows.values():
-            row["added_ttft"] = row["ttft_ms"] - direct
+            row["added_ttft"] = row["ttft_ms"] - direct["ttft_ms"]
+            row["added_steady_ttft"] = row["steady_ttft_ms"] - direct["steady_ttft_ms"]
         figure, axes = plt.subplots(2, 3, figsize=(15, 8))
         for axis, (key, title, may_log) in zip(axes.flat, panels):
             names = [n for n, row in rows.items() if key in row and n != "direct"]
