@@ -2,13 +2,14 @@
 
 httpx2's own transport (httpcore2 on h11) parses the upstream's chunked body in Python: one h11
 event, and five async generators climbed, per HTTP chunk. Providers send one SSE event per chunk,
-so a 2,000-chunk answer costs 2,000 such trips (6.5-7.8 µs each: benchmarks/README.md, "Upstream
-read path"). ``Http1Transport`` parses in C as bytes arrive and hands the body on one piece per
-wake-up: every chunk that arrived since the reader last asked comes out as one ``bytes``.
+so a 2,000-chunk answer costs 2,000 such trips (17-23 µs each on the machine of
+benchmarks/README.md, "Upstream read path"). ``Http1Transport`` parses in C as bytes arrive
+and hands the body on one piece per wake-up: every chunk that arrived since the reader last
+asked comes out as one ``bytes``.
 
-It is an ``httpx2.AsyncBaseTransport``, so ``Upstream`` keeps its ``httpx2.AsyncClient`` (timeouts,
-``BoundedDecoding``, the ``transport=`` seam the cassette transports and tests use) and failures
-are httpx2's exceptions, which the retry policy already sorts:
+It is an ``httpx2.AsyncBaseTransport``, so ``Upstream`` keeps httpx2 as its seam (timeouts in
+the request's extensions, ``BoundedDecoding``, the ``transport=`` seam the cassette transports
+and tests use) and failures are httpx2's exceptions, which the retry policy already sorts:
 
 - ``ConnectError`` / ``ConnectTimeout``: nothing was sent (refused, unreachable, TLS failed);
 - ``PoolTimeout``: every connection slot stayed busy;
@@ -241,21 +242,11 @@ class _Connection(asyncio.Protocol):
         self._max_buffered = max_buffered
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        # the response being read
-        self._status = 0
-        self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
-        self._has_head = False
-        self._has_framing = False  # content-length or chunked: EOF before the end is an error
-        self._is_keep_alive = False
         self._body: list[bytes] = []
-        self._buffered = 0
-        self._is_complete = False
+        self._forget_response()
         self._is_reading_paused = False
         self._error: Exception | None = None
         self._is_lost = False
-        self._is_busy = False  # a request was sent and its response is not finished
         # waking the reader
         self._waiter: asyncio.Future[None] | None = None
         self._wait_started = 0.0
@@ -376,25 +367,30 @@ class _Connection(asyncio.Protocol):
 
     def park(self) -> None:
         """Forget the finished response (the connection waits in the pool)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
+        self._forget_response()
+
+    def _forget_response(self) -> None:
+        """The state of the response being read, as before any."""
         self._status = 0
         self._reason = b""
-        self._headers = []
+        self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
         self._has_head = False
-        self._has_framing = False
+        self._has_framing = False  # content-length or chunked: EOF before the end is an error
         self._is_keep_alive = False
         self._is_complete = False
-        self._is_busy = False
+        self._is_busy = False  # a request was sent and its response is not finished
         self._body.clear()
         self._buffered = 0
 
-    def close(self) -> None:
+    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def close(self) -> None:
+        self._cancel_timer()
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
         self._is_lost = True
@@ -437,9 +433,7 @@ class _Connection(asyncio.Protocol):
         return None  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         if exc is not None and self._is_busy and not self._is_complete and self._error is None:
             self._error = httpx2.ReadError(f"the upstream connection failed: {exc}")
         self._end_of_input()
@@ -505,14 +499,11 @@ class _Connection(asyncio.Protocol):
         self._status = status
         self._has_head = True
         self._is_keep_alive = self._parser.should_keep_alive()  # known once the head is read
-        for name, value in self._headers:
-            lowered = name.lower()
-            if lowered == b"content-length" or (
-                lowered == b"transfer-encoding" and b"chunked" in value.lower()
-            ):
-                self._has_framing = True
-        if status in (204, 304):
-            self._has_framing = True
+        self._has_framing = (
+            status in (204, 304)
+            or _is_chunked(self._headers)
+            or any(name.lower() == b"content-length" for name, _ in self._headers)
+        )
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
