@@ -98,9 +98,9 @@ class SSEDecoder:
         self._last_id: str | None = None
         self._retry: int | None = None
         self._has_ignored_line = False
-        # between events with nothing pending, and no retry or id to attach: unnamed events can
-        # be cut out of the bytes as they are
-        self._is_plain = False
+        self.is_between_events = False
+        """Nothing is pending, and no retry or id is to attach: a piece that is one whole
+        one-line ``data: `` event gives that event's data alone (read only)."""
 
     def feed(self, data: bytes) -> list[SSEMessage]:
         """Decode ``data``; return the events it completed (often none)."""
@@ -122,7 +122,7 @@ class SSEDecoder:
         completed before it are kept for ``take_completed``, so nothing before an error is lost.
         """
         if (
-            self._is_plain
+            self.is_between_events
             and data[-2:] == b"\n\n"
             and data[:6] == b"data: "
             and data.find(b"\n") == len(data) - 2  # one line, then the blank line
@@ -132,9 +132,9 @@ class SSEDecoder:
             # the piece is one whole one-line event, with nothing pending (a socket read per
             # event): the bulk cut below, for a block of one
             return [data[6:-2]] if len(data) > 8 else []
-        self._is_plain = False
+        self.is_between_events = False
         self._feed(data)
-        self._is_plain = not (
+        self.is_between_events = not (
             self._partial
             or self._event_size
             or self._skip_leading_lf
@@ -159,7 +159,7 @@ class SSEDecoder:
             self._dispatch(events)
         self._data.clear()
         self._event_size = 0
-        self._is_plain = False
+        self.is_between_events = False
         return events, is_truncated
 
     # ----------------------------------------------------------------- decoding

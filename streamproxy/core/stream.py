@@ -17,7 +17,10 @@ the stream's current chunk template (``template.py``) is applied from its one va
 any other is parsed with orjson and read by its dialect's reader (``openai_chat.py``,
 ``anthropic.py``) into the ``Assembler`` (``assembler.py``), which holds the state, applies the
 sealing rule and emits the events. A template hit makes the same assembler calls the reader
-would, so each dialect has one decoding path; the template only skips parsing the bytes.
+would, so each dialect has one decoding path; the template only skips parsing the bytes. A
+read that is one whole event of the template's shape, with nothing pending in the decoder (what
+a proxy reads when its upstream writes event by event), is matched as it is, before the decoder:
+the decoder would give that one event's data and stay as it was.
 
 SSE lines whose field is not ``data``, ``event``, ``id`` or ``retry`` (stray bytes glued before
 ``data:``, a provider's own field name) are ignored, as the WHATWG rules and every spec-following
@@ -96,6 +99,7 @@ class ChatStream:
         self._decoder = SSEDecoder(
             max_event_size=self.limits.max_event_size, strict_fields=strict_sse
         )
+        self._max_event_size = self.limits.max_event_size
         self.dialect: Dialect | None = dialect
         self._anthropic: AnthropicReader | None = None
         self._template: ChunkTemplate | None = None  # see template.py
@@ -116,6 +120,28 @@ class ChatStream:
         except KeyError:
             assembler.move(_DATA)  # raises, naming why the stream takes no more input
         decoder = self._decoder
+        template = self._template
+        if (
+            template is not None
+            and decoder.is_between_events
+            and assembler.state is _STREAMING
+            and len(data) <= self._max_event_size
+        ):
+            # a socket read that is one whole event of the template's shape (the proxy's usual
+            # read): what the decoder and _apply would do for it, without the lists between
+            text = template.match_event(data)
+            if text is not None:
+                try:
+                    if not template.is_arguments:
+                        assembler.text(template.choice, template.kind, text)
+                        self._fruitless = 0
+                        return self._drain()
+                    if assembler.continue_arguments(template.choice, template.call_index, text):
+                        self._fruitless = 0
+                        return self._drain()
+                except ProtocolError as error:
+                    assembler.break_stream(str(error))
+                    raise
         # one huge piece (a whole body) is decoded a slice at a time, so the decoder's
         # intermediate lists stay small; the events are the same for any split
         pieces = (data,) if len(data) <= _SLICE_SIZE else _slices(data)

@@ -13,7 +13,9 @@ the fast path ``tool_delta`` itself tries first, which resolves the call by the 
 each hit (a fragment that opens a JSON value, or a call sealed or replaced at that index in
 between, falls back to the full parse). A chunk that differs anywhere
 else (another ``created``, a changing ``obfuscation`` field, a finish, usage) misses the template
-and is parsed in full.
+and is parsed in full. ``match_event`` does the same for a socket read framed as the one SSE
+event ``data: <chunk>\\n\\n``: a JSON string token holds no raw line end, so with no line end in
+the prefix or suffix a hit is exactly one one-line event.
 
 Learning needs the key to occur exactly once in the chunk's bytes. The byte sequence
 ``"content":`` can only be a key there (inside a JSON string its quotes would be escaped), and
@@ -31,6 +33,7 @@ import orjson
 
 from streamproxy.core.openai_chat import TEXT_KINDS
 
+_LINE_END = re.compile(rb"[\r\n]")
 _STRING_TOKEN = re.compile(rb'[ \t\r\n]*("(?:[^"\\]|\\.)*")')
 
 # Templates learned in a row without one hit before learning stops for the stream.
@@ -49,11 +52,17 @@ class ChunkTemplate:
     is_arguments: bool = False
     start: int = 0  # where the string starts: len(prefix)
     stop: int = 0  # where it ends, counted from the end: -len(suffix)
+    # the same chunk as a whole one-line SSE event, or empty when the bytes hold a line end
+    event_prefix: bytes = b""
+    event_suffix: bytes = b""
 
     def __post_init__(self) -> None:
         self.start = len(self.prefix)
         self.stop = -len(self.suffix)
         self.is_arguments = self.kind == "arguments"
+        if not _LINE_END.search(self.prefix + self.suffix):
+            self.event_prefix = b"data: " + self.prefix
+            self.event_suffix = self.suffix + b"\n\n"
 
     def match(self, raw: bytes) -> str | None:
         """The string ``raw`` carries in the template's place, or None when it is not that shape."""
@@ -65,6 +74,27 @@ class ChunkTemplate:
             return None
         try:
             value = orjson.loads(raw[self.start : self.stop or None])
+        except orjson.JSONDecodeError:
+            return None
+        return value if type(value) is str else None
+
+    def match_event(self, piece: bytes) -> str | None:
+        """``match`` for the chunk framed as one whole SSE event: ``data: <chunk>\\n\\n``.
+
+        A hit is exactly one one-line event: the prefix and suffix hold no line end, and the
+        middle is one JSON string token, where a line end can only be escaped. The caller makes
+        sure no event was pending before ``piece`` (then the decoder would give this chunk alone).
+        """
+        prefix = self.event_prefix
+        if (
+            not prefix
+            or len(piece) <= self.start - self.stop + 8
+            or not piece.startswith(prefix)
+            or not piece.endswith(self.event_suffix)
+        ):
+            return None
+        try:
+            value = orjson.loads(piece[self.start + 6 : self.stop - 2])
         except orjson.JSONDecodeError:
             return None
         return value if type(value) is str else None

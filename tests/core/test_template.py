@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproxy.core import ChatStream, Event, StreamWarning, ToolCallArgumentsDelta
+from streamproxy.core import ChatStream, Event, Limits, StreamWarning, ToolCallArgumentsDelta
 from streamproxy.core import stream as stream_module
 from streamproxy.core.template import learn
+from streamproxy.errors import LimitExceededError, ProtocolError
 from tests.helpers import call_delta, chunk, sse
 
 
@@ -29,11 +30,16 @@ def by_chunks(payloads: list[dict[str, Any]]) -> tuple[list[Event], dict[str, ob
     return events, stream.completion()
 
 
-def by_bytes(body: bytes, read_size: int) -> tuple[list[Event], dict[str, object]]:
+def by_bytes(body: bytes, read_size: int | None) -> tuple[list[Event], dict[str, object]]:
+    """Feed ``body`` in reads of ``read_size`` bytes, or one SSE event per read (None)."""
     stream = ChatStream()
     events: list[Event] = []
-    for start in range(0, len(body), read_size):
-        events += stream.receive_data(body[start : start + read_size])
+    if read_size is None:
+        reads = [frame + b"\n\n" for frame in body.split(b"\n\n")[:-1]]
+    else:
+        reads = [body[start : start + read_size] for start in range(0, len(body), read_size)]
+    for piece in reads:
+        events += stream.receive_data(piece)
     events += stream.receive_eof()
     return events, stream.completion()
 
@@ -77,9 +83,9 @@ def build(steps: list[tuple[str, str]]) -> list[dict[str, Any]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(steps=st.lists(STEP, max_size=40), read_size=st.sampled_from([7, 64, 4096]))
+@given(steps=st.lists(STEP, max_size=40), read_size=st.sampled_from([7, 64, 4096, None]))
 def test_templates_give_the_same_events_as_parsed_chunks(
-    steps: list[tuple[str, str]], read_size: int
+    steps: list[tuple[str, str]], read_size: int | None
 ) -> None:
     payloads = build(steps)
     assert by_bytes(sse(*payloads), read_size) == by_chunks(payloads)
@@ -150,12 +156,64 @@ def test_one_event_per_read_takes_the_template(monkeypatch: pytest.MonkeyPatch, 
     expected = by_chunks(payloads)  # receive_chunk: the full reader for every chunk
     full_reads = count_full_reads(monkeypatch)
     stream = ChatStream()
+    decoded = count_decoded_reads(monkeypatch, stream)
     events: list[Event] = []
     for frame in sse(*payloads).split(b"\n\n")[:-1]:
         events += stream.receive_data(frame + b"\n\n")
     events += stream.receive_eof()
     assert (events, stream.completion()) == expected
     assert full_reads[0] <= 6  # the head, a chunk to learn from, the finish; not 200
+    # a read that is one whole event of the template's shape skips the SSE decoder too
+    assert decoded[0] <= 8
+
+
+def count_decoded_reads(monkeypatch: pytest.MonkeyPatch, stream: ChatStream) -> list[int]:
+    """Count the reads of ``stream`` that go through its SSE decoder from here on."""
+    calls = [0]
+    feed_raw = stream._decoder.feed_raw
+
+    def counting(data: bytes) -> list[Any]:
+        calls[0] += 1
+        return feed_raw(data)
+
+    monkeypatch.setattr(stream._decoder, "feed_raw", counting)
+    return calls
+
+
+def test_an_event_read_matches_only_one_whole_event_of_the_template() -> None:
+    template_chunk = chunk({"tool_calls": [call_delta(index=0, arguments="ab")]})
+    raw = orjson.dumps(template_chunk)
+    template = learn(raw, template_chunk)
+    assert template is not None
+
+    def frame(fragment: bytes) -> bytes:
+        return b"data: " + raw.replace(b'"ab"', fragment) + b"\n\n"
+
+    assert template.match_event(frame(b'"c\\nd"')) == "c\nd"  # an escaped line feed
+    assert template.match_event(frame(b'"c\nd"')) is None  # a raw one ends the line
+    assert template.match_event(frame(b'"cd","name":"rm"')) is None
+    two = frame(b'"x"') + frame(b'"y"')  # two events whose ends look like one
+    assert template.match_event(two) is None
+    assert template.match_event(b"data:" + raw + b"\n\n") is None  # no space: the full path
+    assert template.match_event(b"event: x\n" + frame(b'"ab"')) is None
+    # a chunk that was data on two lines has a line feed in its bytes: no event form at all
+    split = raw.replace(b'"choices":', b'"choices":\n')
+    split_template = learn(split, template_chunk)
+    assert split_template is not None
+    assert split_template.match(split) == "ab"
+    assert split_template.match_event(b"data: " + split + b"\n\n") is None
+
+
+def test_an_event_read_over_the_event_limit_is_refused_as_before() -> None:
+    head = chunk({"tool_calls": [call_delta(index=0, id="c", name="f", arguments="{")]})
+    small = [chunk({"tool_calls": [call_delta(index=0, arguments=" ")]}) for _ in range(3)]
+    stream = ChatStream(limits=Limits(max_event_size=400))
+    for frame in sse(head, *small, done=False).split(b"\n\n")[:-1]:
+        stream.receive_data(frame + b"\n\n")
+    assert stream._template is not None
+    big = sse(chunk({"tool_calls": [call_delta(index=0, arguments=" " * 400)]}), done=False)
+    with pytest.raises(LimitExceededError):
+        stream.receive_data(big)
 
 
 def test_a_template_follows_the_index_to_a_new_call_at_that_index() -> None:
@@ -168,3 +226,16 @@ def test_a_template_follows_the_index_to_a_new_call_at_that_index() -> None:
     payloads.append(chunk({}, finish="tool_calls"))
     for read_size in (7, 4096):
         assert by_bytes(sse(*payloads), read_size) == by_chunks(payloads)
+
+
+def test_an_event_read_after_a_pending_data_line_is_decoded_as_one_event() -> None:
+    # "data: a\n" then "data: b\n\n" is one event whose data is "a\nb", not the event "b"
+    head = chunk({"tool_calls": [call_delta(index=0, id="c", name="f", arguments="{")]})
+    small = [chunk({"tool_calls": [call_delta(index=0, arguments=" ")]}) for _ in range(3)]
+    stream = ChatStream()
+    for frame in sse(head, *small, done=False).split(b"\n\n")[:-1]:
+        stream.receive_data(frame + b"\n\n")
+    assert stream._template is not None
+    assert stream.receive_data(b'data: {"x":\n') == []  # a data line, the event not ended
+    with pytest.raises(ProtocolError, match="not JSON"):
+        stream.receive_data(sse(small[0], done=False))
