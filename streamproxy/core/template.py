@@ -34,6 +34,7 @@ import orjson
 from streamproxy.core.openai_chat import TEXT_KINDS
 
 _LINE_END = re.compile(rb"[\r\n]")
+_QUOTE = ord('"')
 _STRING_TOKEN = re.compile(rb'[ \t\r\n]*("(?:[^"\\]|\\.)*")')
 
 # Templates learned in a row without one hit before learning stops for the stream.
@@ -82,19 +83,25 @@ class ChunkTemplate:
         """``match`` for the chunk framed as one whole SSE event: ``data: <chunk>\\n\\n``.
 
         A hit is exactly one one-line event: the prefix and suffix hold no line end, and the
-        middle is one JSON string token, where a line end can only be escaped. The caller makes
-        sure no event was pending before ``piece`` (then the decoder would give this chunk alone).
+        middle is one JSON string token and nothing else (it starts and ends with its quotes, so
+        no whitespace around it, where orjson would allow a line end), and in a string token a
+        line end can only be escaped. The caller makes sure no event was pending before
+        ``piece`` (then the decoder would give this chunk alone).
         """
         prefix = self.event_prefix
+        start = self.start + 6
+        stop = self.stop - 2
         if (
             not prefix
-            or len(piece) <= self.start - self.stop + 8
+            or len(piece) <= start - stop
             or not piece.startswith(prefix)
             or not piece.endswith(self.event_suffix)
+            or piece[start] != _QUOTE
+            or piece[stop - 1] != _QUOTE
         ):
             return None
         try:
-            value = orjson.loads(piece[self.start + 6 : self.stop - 2])
+            value = orjson.loads(piece[start:stop])
         except orjson.JSONDecodeError:
             return None
         return value if type(value) is str else None

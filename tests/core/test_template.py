@@ -192,6 +192,9 @@ def test_an_event_read_matches_only_one_whole_event_of_the_template() -> None:
     assert template.match_event(frame(b'"c\\nd"')) == "c\nd"  # an escaped line feed
     assert template.match_event(frame(b'"c\nd"')) is None  # a raw one ends the line
     assert template.match_event(frame(b'"cd","name":"rm"')) is None
+    # JSON whitespace around the string may hold a line end, which ends the event there
+    for fragment in (b'"x"\n\n', b'\r\n"x"', b' "x"', b'"x"\t'):
+        assert template.match_event(frame(fragment)) is None
     two = frame(b'"x"') + frame(b'"y"')  # two events whose ends look like one
     assert template.match_event(two) is None
     assert template.match_event(b"data:" + raw + b"\n\n") is None  # no space: the full path
@@ -226,6 +229,24 @@ def test_a_template_follows_the_index_to_a_new_call_at_that_index() -> None:
     payloads.append(chunk({}, finish="tool_calls"))
     for read_size in (7, 4096):
         assert by_bytes(sse(*payloads), read_size) == by_chunks(payloads)
+
+
+def test_an_event_read_that_is_two_events_fails_as_the_decoder_reads_it() -> None:
+    # 'data: <prefix>"x"\n\n<suffix>\n\n': the template's bytes around a string, but two
+    # events, neither of them JSON; a read of it must not be taken for the chunk with "x"
+    head = chunk({"tool_calls": [call_delta(index=0, id="c", name="f", arguments="{")]})
+    small = chunk({"tool_calls": [call_delta(index=0, arguments=" ")]})
+    stream = ChatStream()
+    for frame in sse(head, small, small, small, done=False).split(b"\n\n")[:-1]:
+        stream.receive_data(frame + b"\n\n")
+    assert stream._template is not None
+    raw = orjson.dumps(small)
+    with pytest.raises(ProtocolError, match="not JSON"):
+        stream.receive_data(b"data: " + raw.replace(b'" "', b'"x"\n\n') + b"\n\n")
+    # what came before the bad read is kept
+    assert stream.message()["tool_calls"] == [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{   "}}
+    ]
 
 
 def test_an_event_read_after_a_pending_data_line_is_decoded_as_one_event() -> None:
