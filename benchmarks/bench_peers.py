@@ -29,8 +29,9 @@ upstream as an ``openai/`` provider with ``api_base``). Figures:
   finds its hop idle since the others ran: caches cold, process asleep); and **steady**, the
   paths taking turns in blocks of 21 requests, the first of each block not counted (a hop that
   serves request after request, as a proxy in use does);
-- **memory per open stream**: the hop's RSS with M streams held open after their first token,
-  minus its RSS before, over M.
+- **memory per open stream**: the hop's RSS with 2M streams held open after their first
+  token, minus its RSS with M, over M (after M were held and let go once, so the second M
+  reuses nothing freed).
 
 Run: ``python -m benchmarks.bench_peers [--quick] [--write] [--litellm PATH]``; ``--write``
 replaces the ``## Peers`` section of ``benchmarks/README.md`` and redraws
@@ -483,21 +484,33 @@ async def first_token(
 
 
 async def memory_per_stream(path: Path_, *, streams: int) -> float:
-    """KiB of hop RSS per stream held open after its first token."""
+    """KiB of hop RSS per stream held open after its first token: the slope from M to 2M.
+
+    M streams are held and let go first (pools, lazy imports, the allocator's arenas grown to M
+    streams' worth), then M are held (reusing what the first M freed) and M more beside them:
+    the second M can reuse nothing, so the RSS they add is what an open stream costs. Valid
+    once per hop process, before it ever held 2M streams (the paced levels run after this):
+    a second call finds the memory of the first's 2M freed and reusable, and gives 1-3 KiB.
+    """
     assert path.process is not None
-    warm = await path.connect(streams // 4)
-    await asyncio.gather(
-        *(c.post(path.host, request_body("hold"), path.headers, hold=True) for c in warm)
-    )
-    close(warm)
-    await asyncio.sleep(1.0)
-    before = path.process.rss()
-    connections = await path.connect(streams)
     body = request_body("hold")
-    await asyncio.gather(*(c.post(path.host, body, path.headers, hold=True) for c in connections))
+
+    async def hold(count: int) -> list[Connection]:
+        connections = await path.connect(count)
+        await asyncio.gather(
+            *(c.post(path.host, body, path.headers, hold=True) for c in connections)
+        )
+        return connections
+
+    close(await hold(streams))
+    await asyncio.sleep(1.0)
+    first = await hold(streams)
+    await asyncio.sleep(0.5)
+    before = path.process.rss()
+    second = await hold(streams)
     await asyncio.sleep(0.5)
     during = path.process.rss()
-    close(connections)
+    close(first + second)
     await asyncio.sleep(1.0)
     return (during - before) / streams / 1024
 
@@ -651,7 +664,7 @@ def table(rows: dict[str, dict[str, float]], args: argparse.Namespace, load: str
         f"{args.rounds * 4} rounds at concurrency 1 and {args.rounds} x 32, best of 2 turns; "
         f"first token: {args.ttft_requests} requests per path, taking turns request by request, "
         f"then (steady) in blocks of {STEADY_BLOCK}, the first of each not counted; "
-        f"memory: {args.hold} streams held; "
+        f"memory: the RSS slope from {args.hold} to {2 * args.hold} streams held; "
         f"capacity: {args.paced_chunks} chunks 20 ms apart per stream.",
         "",
         "| path | burst CPU per chunk, c=1 (µs) | burst CPU per chunk, c=32 (µs) "
