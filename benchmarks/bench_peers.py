@@ -14,7 +14,10 @@ Paths: **direct** (to the upstream), **relay** (httpx2 ``aiter_raw`` in, Starlet
 serve`` as shipped), three variants of it to show what each choice earns (**httpx2's
 transport** for the upstream; **asyncio + h11**; **no coalescing**), and **LiteLLM** (its
 proxy, from PyPI in its own virtualenv, offline with ``LITELLM_LOCAL_MODEL_COST_MAP=True``, the
-upstream as an ``openai/`` provider with ``api_base``). Figures:
+upstream as an ``openai/`` provider with ``api_base``; skipped when absent). That virtualenv also
+draws the chart; ``--litellm`` and ``--python`` default to it: ``python3 -m venv
+/tmp/venv-litellm && /tmp/venv-litellm/bin/pip install 'litellm[proxy]==1.108.7' matplotlib``.
+Figures:
 
 - **burst CPU per chunk**: the hop process's CPU time (``/proc/PID/stat`` utime + stime)
   over R rounds of C streams of N chunks, divided by R x C x N; at concurrency 1 and 32;
