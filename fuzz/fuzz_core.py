@@ -12,8 +12,8 @@ Targets (Hypothesis generates every input; each target gets ``--cases / 4`` case
 - ``resplit``: a real recording (``../shared/recordings/*.sse`` and the project's
   ``recordings/*.cassette.json``) cut at random points;
 - ``mutated``: a real recording with byte-level mutations (delete, duplicate, overwrite,
-  truncate, insert an SSE token, repeat one event up to 3,000 times so one body passes the
-  core's 256 KiB slicing);
+  truncate, insert an SSE token, insert whitespace or a token right after a string value, repeat
+  one event up to 3,000 times so one body passes the core's 256 KiB slicing);
 - ``structured``: a real recording parsed into its chunks, then JSON-level mutations (a value
   replaced by another JSON type, a key dropped, a chunk duplicated, dropped or swapped, tool call
   fields changed), re-encoded, and fed as bytes or as parsed chunks (``receive_chunk``).
@@ -30,7 +30,8 @@ Checked for every case:
   the ``parsed`` object;
 - ``completion()`` and ``message()`` are JSON-serialisable;
 - split invariance, nothing lost: the whole input fed at once gives the same events as the same
-  input fed in the random pieces;
+  input fed in the random pieces, and as fed one event per read (cut after every blank line, as
+  a proxy reads; such reads take the chunk template before the SSE decoder);
 - no case runs longer than ``--guard`` seconds (a hang is reported with its input).
 
 Findings are grouped by signature; the first input of each is written to ``--findings`` with
@@ -166,6 +167,7 @@ def recording_bodies() -> dict[str, bytes]:
 
 
 EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+STRING_END = re.compile(rb'"(?=[,}\]])')  # the closing quote of a string value, most often
 
 
 def split_events(body: bytes) -> list[bytes]:
@@ -333,17 +335,24 @@ def run_case(options: Options, body: bytes, fractions: list[float]) -> str | Non
     split, stream = feed(options, pieces(body, fractions))
     check_events(split.events, stream)
     whole, _ = feed(options, [body])
-    if whole.events != split.events:
-        first = next(
-            (i for i, (a, b) in enumerate(zip(whole.events, split.events, strict=False)) if a != b),
-            min(len(whole.events), len(split.events)),
-        )
-        raise InvariantError(
-            "split-invariance",
-            f"whole: {len(whole.events)} events, split: {len(split.events)}; first difference "
-            f"at {first}: {whole.events[first : first + 1]!r} "
-            f"vs {split.events[first : first + 1]!r}",
-        )
+    # and one event per read, as a proxy reads: those reads take the template before the decoder
+    by_event, _ = feed(options, split_events(body))
+    for name, other in (("split-invariance", split), ("event-read-invariance", by_event)):
+        if whole.events != other.events:
+            first = next(
+                (
+                    i
+                    for i, (a, b) in enumerate(zip(whole.events, other.events, strict=False))
+                    if a != b
+                ),
+                min(len(whole.events), len(other.events)),
+            )
+            raise InvariantError(
+                name,
+                f"whole: {len(whole.events)} events, split: {len(other.events)}; first "
+                f"difference at {first}: {whole.events[first : first + 1]!r} "
+                f"vs {other.events[first : first + 1]!r}",
+            )
     return split.error
 
 
@@ -457,11 +466,21 @@ def fuzz(target: str, cases: int, report: Report, guard: float, seed: int | None
     elif target == "mutated":
         mutation = st.tuples(
             st.sampled_from(
-                ["delete", "duplicate", "overwrite", "truncate", "insert", "repeat-event"]
+                [
+                    "delete",
+                    "duplicate",
+                    "overwrite",
+                    "truncate",
+                    "insert",
+                    "after-string",
+                    "repeat-event",
+                ]
             ),
             st.floats(0.0, 1.0),
             st.integers(1, 64),
-            st.binary(min_size=1, max_size=8) | st.sampled_from(SSE_TOKENS),
+            st.binary(min_size=1, max_size=8)
+            | st.sampled_from(SSE_TOKENS)
+            | st.sampled_from([b" ", b"\t", b"\n", b"\r", b" \r\n", b"\n\n", b"\r\n\r\n"]),
             st.sampled_from([1, 2, 3, 5, 8, 40, 3000]),
         )
 
@@ -552,6 +571,14 @@ def mutate_bytes(body: bytes, mutations: list[tuple[str, float, int, bytes, int]
             del data[at:]
         elif kind == "insert":
             data[at:at] = noise
+        elif kind == "after-string":
+            # after the closing quote of a string value, picked among them all: the edge of
+            # the chunk template's string, where whitespace that holds a line end ends an SSE
+            # line and orjson would skip it
+            ends = [match.end() for match in STRING_END.finditer(data)]
+            if ends:
+                end = ends[min(int(where * len(ends)), len(ends) - 1)]
+                data[end:end] = noise
         else:
             events = split_events(bytes(data))
             if events:

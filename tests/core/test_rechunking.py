@@ -8,6 +8,8 @@ or not, with default or tiny ``Limits``.
 
 from __future__ import annotations
 
+import re
+
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -159,6 +161,25 @@ def test_any_split_of_a_generated_stream_gives_the_same_events(
 @given(body=sse_bodies(), limits=LIMITS)
 def test_byte_by_byte_gives_the_same_events_as_whole(body: bytes, limits: Limits) -> None:
     assert run(body, [1] * len(body), limits) == run(body, [], limits)
+
+
+def _event_reads(body: bytes, group: int) -> list[int]:
+    """Read sizes that cut ``body`` after every ``group``-th blank line (any line ending)."""
+    ends = [match.end() for match in EVENT_END.finditer(body)][group - 1 :: group]
+    return [b - a for a, b in zip([0, *ends], ends, strict=False)]
+
+
+EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=sse_bodies(), group=st.integers(1, 3), limits=st.one_of(st.just(Limits()), LIMITS))
+def test_reads_of_whole_events_give_the_same_events_as_whole(
+    body: bytes, group: int, limits: Limits
+) -> None:
+    # a proxy reads event by event: its reads take the chunk template before the decoder
+    # (stream.py), which must change nothing, noise, line endings and limits included
+    assert run(body, _event_reads(body, group), limits) == run(body, [], limits)
 
 
 def test_the_end_reason_of_an_oversized_event_does_not_depend_on_the_split() -> None:

@@ -193,7 +193,7 @@ def test_an_event_read_matches_only_one_whole_event_of_the_template() -> None:
     assert template.match_event(frame(b'"c\nd"')) is None  # a raw one ends the line
     assert template.match_event(frame(b'"cd","name":"rm"')) is None
     # JSON whitespace around the string may hold a line end, which ends the event there
-    for fragment in (b'"x"\n\n', b'\r\n"x"', b' "x"', b'"x"\t'):
+    for fragment in (b'"x"\n', b'"x"\r', b'"x"\n\n', b'\r\n"x"', b' "x"', b'"x"\t'):
         assert template.match_event(frame(fragment)) is None
     two = frame(b'"x"') + frame(b'"y"')  # two events whose ends look like one
     assert template.match_event(two) is None
