@@ -349,7 +349,7 @@ def run_case(options: Options, body: bytes, fractions: list[float]) -> str | Non
             )
             raise InvariantError(
                 name,
-                f"whole: {len(whole.events)} events, split: {len(other.events)}; first "
+                f"whole: {len(whole.events)} events, the other feed: {len(other.events)}; first "
                 f"difference at {first}: {whole.events[first : first + 1]!r} "
                 f"vs {other.events[first : first + 1]!r}",
             )

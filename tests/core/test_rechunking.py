@@ -163,13 +163,13 @@ def test_byte_by_byte_gives_the_same_events_as_whole(body: bytes, limits: Limits
     assert run(body, [1] * len(body), limits) == run(body, [], limits)
 
 
+EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
 def _event_reads(body: bytes, group: int) -> list[int]:
     """Read sizes that cut ``body`` after every ``group``-th blank line (any line ending)."""
     ends = [match.end() for match in EVENT_END.finditer(body)][group - 1 :: group]
     return [b - a for a, b in zip([0, *ends], ends, strict=False)]
-
-
-EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
