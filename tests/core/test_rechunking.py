@@ -8,12 +8,11 @@ or not, with default or tiny ``Limits``.
 
 from __future__ import annotations
 
-import re
-
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamproxy.cassette import importers
 from streamproxy.core import (
     ChatStream,
     Event,
@@ -163,13 +162,10 @@ def test_byte_by_byte_gives_the_same_events_as_whole(body: bytes, limits: Limits
     assert run(body, [1] * len(body), limits) == run(body, [], limits)
 
 
-EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
-
-
 def _event_reads(body: bytes, group: int) -> list[int]:
-    """Read sizes that cut ``body`` after every ``group``-th blank line (any line ending)."""
-    ends = [match.end() for match in EVENT_END.finditer(body)][group - 1 :: group]
-    return [b - a for a, b in zip([0, *ends], ends, strict=False)]
+    """Read sizes that cut ``body`` after every ``group``-th event (any line ending)."""
+    events = importers.split_events(body)
+    return [len(b"".join(events[i : i + group])) for i in range(0, len(events), group)]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
