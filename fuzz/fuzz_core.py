@@ -66,6 +66,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from streamproxy.cassette.importers import split_events
 from streamproxy.core import (
     ChatStream,
     Event,
@@ -166,20 +167,7 @@ def recording_bodies() -> dict[str, bytes]:
     return bodies
 
 
-EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 STRING_END = re.compile(rb'"(?=[,}\]])')  # the closing quote of a string value, most often
-
-
-def split_events(body: bytes) -> list[bytes]:
-    """A body cut after each blank line (any line ending), separators kept."""
-    events: list[bytes] = []
-    start = 0
-    for match in EVENT_END.finditer(body):
-        events.append(body[start : match.end()])
-        start = match.end()
-    if start < len(body):
-        events.append(body[start:])
-    return events
 
 
 def pieces(body: bytes, fractions: list[float]) -> list[bytes]:
