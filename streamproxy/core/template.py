@@ -14,8 +14,8 @@ each hit (a fragment that opens a JSON value, or a call sealed or replaced at th
 between, falls back to the full parse). A chunk that differs anywhere
 else (another ``created``, a changing ``obfuscation`` field, a finish, usage) misses the template
 and is parsed in full. ``match_event`` does the same for a socket read framed as the one SSE
-event ``data: <chunk>\\n\\n``: a JSON string token holds no raw line end, so with no line end in
-the prefix or suffix a hit is exactly one one-line event.
+event ``data: <chunk>\\n\\n``: its middle must be the JSON string token alone, which holds no
+raw line end, so with no line end in the prefix or suffix a hit is exactly one one-line event.
 
 Learning needs the key to occur exactly once in the chunk's bytes. The byte sequence
 ``"content":`` can only be a key there (inside a JSON string its quotes would be escaped), and
